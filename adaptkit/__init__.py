@@ -1,0 +1,77 @@
+"""adaptkit: drop any backbone into an OpenMMLab (mmpose) model.
+
+probe -> plan -> build -> emit / fuse -> bench. Importing adaptkit is light:
+mmengine and mmpose are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AdaptkitError,
+    BenchError,
+    BuildError,
+    CheckpointError,
+    ConfigError,
+    EmitError,
+    FuseError,
+    InputShapeError,
+    PlanError,
+    PortError,
+    ProbeError,
+    SourceError,
+    TargetError,
+)
+from .records import AdapterPlan, FeatureSpec, Layout, PlanStep, ProbeMode, ProbeResult, Strategy, TargetSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "probe",
+    "plan",
+    "wrap",
+    "fuse",
+    "resolve_source",
+    "parse_target",
+    "FeatureSpec",
+    "ProbeResult",
+    "TargetSpec",
+    "AdapterPlan",
+    "PlanStep",
+    "Layout",
+    "ProbeMode",
+    "Strategy",
+    "AdaptkitError",
+    "InputShapeError",
+    "SourceError",
+    "ProbeError",
+    "TargetError",
+    "PlanError",
+    "BuildError",
+    "EmitError",
+    "FuseError",
+    "CheckpointError",
+    "ConfigError",
+    "BenchError",
+    "PortError",
+]
+
+_LAZY = {
+    "probe": ("probing", "probe"),
+    "plan": ("planning", "plan"),
+    "wrap": ("wrapping", "wrap"),
+    "fuse": ("fusion", "fuse"),
+    "resolve_source": ("sources", "resolve_source"),
+    "parse_target": ("targets", "parse_target"),
+}
+
+
+def __getattr__(name: str):  # keeps `import adaptkit` free of torch-heavy stage imports
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module_name}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'adaptkit' has no attribute {name!r}")

@@ -1,0 +1,80 @@
+"""One exception family for every stage.
+
+Each error is raised with one line that says what is wrong and what to do;
+the CLI prints that line and exits with code 2. Catch ``AdaptkitError`` to
+handle them all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdaptkitError",
+    "InputShapeError",
+    "SourceError",
+    "ProbeError",
+    "TargetError",
+    "PlanError",
+    "BuildError",
+    "EmitError",
+    "FuseError",
+    "CheckpointError",
+    "ConfigError",
+    "BenchError",
+    "PortError",
+]
+
+
+class AdaptkitError(Exception):
+    """Root of every error adaptkit raises on purpose."""
+
+
+class InputShapeError(AdaptkitError, ValueError):
+    """A malformed input shape such as ``2x3x640`` or ``2x3x0x640``."""
+
+
+class SourceError(AdaptkitError, LookupError):
+    """A backbone source that cannot be resolved (unknown name, missing file...)."""
+
+
+class ProbeError(AdaptkitError, RuntimeError):
+    """The backbone could not be run on a dummy input; names the failing module."""
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+
+class TargetError(AdaptkitError, ValueError):
+    """A target (spec string, config, head) that cannot be read."""
+
+
+class PlanError(AdaptkitError, ValueError):
+    """No adapter can turn the backbone's features into what the target needs."""
+
+
+class BuildError(AdaptkitError, ValueError):
+    """An adapter or model cannot be built from the given plan or config."""
+
+
+class EmitError(AdaptkitError, OSError):
+    """A config fragment cannot be written (file exists, folder missing...)."""
+
+
+class FuseError(AdaptkitError, ValueError):
+    """A model that cannot be fused exactly; the model is left untouched."""
+
+
+class CheckpointError(AdaptkitError, ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+class ConfigError(AdaptkitError, ValueError):
+    """An mmengine/mmpose config that cannot be read or built."""
+
+
+class BenchError(AdaptkitError, ValueError):
+    """A benchmark request that cannot be run (unknown device, bad batch list)."""
+
+
+class PortError(AdaptkitError, ValueError):
+    """A port check target that is missing or not Python source."""
