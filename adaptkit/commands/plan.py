@@ -1,0 +1,111 @@
+"""``adaptkit plan SOURCE --target TARGET``: what the backbone gives, what the head wants, and the chain between."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from ._common import add_source_arguments, parse_kwargs, print_json, stdout_console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("plan", help="plan the adapter from a backbone to a head")
+    add_source_arguments(parser)
+    add_plan_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.set_defaults(run=run)
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, *, target_help: str | None = None) -> None:
+    parser.add_argument(
+        "--target",
+        required=True,
+        metavar="TARGET",
+        help=target_help or "CHANNELS@STRIDE (e.g. 32@4), a config file, or mmpose::path/to/config.py",
+    )
+    parser.add_argument("--select", metavar="PATH", help="use the backbone output at PATH (e.g. 0, 2.1.1, stage3)")
+    parser.add_argument(
+        "--strategy",
+        choices=("adapt-features", "adapt-head"),
+        default="adapt-features",
+        help="adapt-features: keep the head, project to its in_channels (default); adapt-head: change the head's in_channels",
+    )
+
+
+def _fmt(values: object) -> str:
+    if isinstance(values, (tuple, list)):
+        items = [int(v) if isinstance(v, float) and v.is_integer() else (round(v, 3) if isinstance(v, float) else v) for v in values]
+        return "x".join(str(v) for v in items)
+    return str(values)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..planning import plan, plan_to_dict
+    from ..probing import probe
+    from ..shapes import parse_input_shape
+    from ..sources import resolve_source
+    from ..targets import parse_target
+
+    input_shape = parse_input_shape(args.input_shape)
+    target = parse_target(args.target)
+    model = resolve_source(args.source, **parse_kwargs(args.kwargs))
+    result = probe(model, input_shape)
+    adapter_plan = plan(result, target, select=args.select, strategy=args.strategy)
+    if args.json:
+        print_json({"source": args.source, **plan_to_dict(adapter_plan)})
+        return 0
+    render_plan(result, adapter_plan, args.source)
+    return 0
+
+
+def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-untyped-def]
+    console = stdout_console()
+    target = adapter_plan.target
+    side = Table(title=f"{source} at {_fmt(result.input_shape)} -> {target.source}", title_justify="left")
+    for column in ("path", "shape", "ch", "stride", "layout", ""):
+        side.add_column(column)
+    for f in result.features:
+        mark = "selected" if f.path == adapter_plan.feature.path else ""
+        if f.is_input:
+            mark = "input passthrough"
+        elif f.alias_of is not None:
+            mark = f"same tensor as {f.alias_of}"
+        style = "bold green" if f.path == adapter_plan.feature.path else None
+        side.add_row(f.path or "<tensor>", _fmt(f.shape), str(f.channels), _fmt(f.stride), f.layout.value, mark, style=style)
+    side.add_section()
+    head = target.head_type or "head"
+    side.add_row(
+        f"{head} expects",
+        "",
+        str(adapter_plan.out_channels),
+        _fmt(target.stride),
+        target.layout.value,
+        f"{target.num_keypoints} keypoints" if target.num_keypoints else "",
+        style="bold",
+    )
+    console.print(side)
+
+    chain = Table(title=f"adapter chain ({adapter_plan.strategy.value})", title_justify="left")
+    for column in ("step", "in", "out", "MACs", "out bytes", "params", "what"):
+        chain.add_column(column)
+    for step in adapter_plan.steps:
+        chain.add_row(
+            step.kind.value,
+            _fmt(step.in_shape),
+            _fmt(step.out_shape),
+            _count(step.macs),
+            _count(step.bytes),
+            _count(step.params),
+            step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
+        )
+    console.print(chain)
+    console.print(f"why {adapter_plan.feature.path!r}: {adapter_plan.reason}")
+    console.print(f"adapter total: {_count(adapter_plan.macs)} MACs, {_count(adapter_plan.params)} params")

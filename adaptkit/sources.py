@@ -1,0 +1,174 @@
+"""Turn a SOURCE string into a backbone module, the same way for every command.
+
+A SOURCE is a zoo name (``sctnet``), ``package.module:callable``,
+``path/to/file.py:Name``, or an mmpose/mmengine config (a file, or a
+``mmpose::`` package-scoped name) whose backbone (and neck) is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from .errors import AdaptkitError, ConfigError, SourceError
+from .zoo import ZOO, build_zoo_model
+
+__all__ = ["resolve_source", "SourceKind", "source_kind", "ConfigBackbone", "is_config_source"]
+
+
+class ConfigBackbone(nn.Module):
+    """A config's backbone followed by its neck, as the estimator runs them."""
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+
+    def forward(self, x: Any) -> Any:
+        feats = self.backbone(x)
+        return self.neck(feats) if self.neck is not None else feats
+
+
+class SourceKind:
+    ZOO = "zoo"
+    CALLABLE = "callable"
+    FILE = "file"
+    CONFIG = "config"
+
+
+def is_config_source(source: str) -> bool:
+    return "::" in source or (source.endswith(".py") and ":" not in source.replace("\\", "/").split("/")[-1])
+
+
+def source_kind(source: str) -> str:
+    """Which of the four SOURCE forms ``source`` is written in."""
+    if is_config_source(source):
+        return SourceKind.CONFIG
+    target, sep, _ = source.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target):
+        return SourceKind.FILE
+    if sep:
+        return SourceKind.CALLABLE
+    return SourceKind.ZOO
+
+
+def resolve_source(source: str, **kwargs: Any) -> nn.Module:
+    """Build the backbone named by ``source``; ``kwargs`` go to its constructor.
+
+    Raises SourceError (or ConfigError for configs) with one line saying what
+    is wrong and what to do.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise SourceError("SOURCE is empty; give a zoo name (sctnet), package.module:callable, file.py:Name or a config")
+    source = source.strip()
+    kind = source_kind(source)
+    if kind == SourceKind.CONFIG:
+        if kwargs:
+            raise SourceError("--arg does not apply to a config SOURCE; edit the config's backbone instead")
+        return _from_config(source)
+    if kind == SourceKind.ZOO:
+        return _from_zoo(source, kwargs)
+    target, _, attr = source.rpartition(":")
+    if kind == SourceKind.FILE:
+        module = _import_file(Path(target))
+    else:
+        module = _import_module(target)
+    return _instantiate(_get_attr(module, attr, source), source, kwargs)
+
+
+def _from_zoo(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    if name.lower() not in ZOO:
+        close = difflib.get_close_matches(name.lower(), list(ZOO), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise SourceError(
+            f"unknown backbone {name!r}; {hint}zoo names are {', '.join(ZOO)}, "
+            "or write package.module:callable or path/to/file.py:Name"
+        )
+    return _instantiate(lambda **kw: build_zoo_model(name, **kw), name, kwargs)
+
+
+def _import_module(dotted: str) -> Any:
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        raise SourceError(f"no module named {exc.name!r} (while importing {dotted!r}); check the name or install it") from None
+    except Exception as exc:
+        raise SourceError(f"importing {dotted!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(path: Path) -> Any:
+    path = path.expanduser()
+    if not path.is_file():
+        raise SourceError(f"file {str(path)!r} does not exist")
+    if path.suffix != ".py":
+        raise SourceError(f"file {str(path)!r} is not a Python file; write path/to/file.py:Name")
+    resolved = path.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
+    name = f"adaptkit_user_{resolved.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise SourceError(f"cannot import {str(path)!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    sys.path.insert(0, str(resolved.parent))  # let the file import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise SourceError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.remove(str(resolved.parent))
+    return module
+
+
+def _get_attr(module: Any, dotted_attr: str, source: str) -> Any:
+    obj = module
+    for part in dotted_attr.split("."):
+        if not part or not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise SourceError(f"{source!r}: {getattr(obj, '__name__', type(obj).__name__)!r} has no attribute {part!r}{hint}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instantiate(factory: Any, source: str, kwargs: dict[str, Any]) -> nn.Module:
+    if isinstance(factory, nn.Module):
+        if kwargs:
+            raise SourceError(f"{source!r} is a module instance, not a constructor; drop the --arg options")
+        return factory
+    if not callable(factory):
+        raise SourceError(f"{source!r} is a {type(factory).__name__}, not a module class or a function that returns one")
+    try:
+        model = factory(**kwargs)
+    except AdaptkitError:
+        raise
+    except TypeError as exc:
+        raise SourceError(f"calling {source!r} failed: {exc}; check the --arg names") from None
+    except Exception as exc:
+        raise SourceError(f"calling {source!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise SourceError(f"{source!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _from_config(source: str) -> nn.Module:
+    from .openmmlab import build_model, load_config
+
+    cfg = load_config(source)
+    model_cfg = cfg.get("model")
+    if model_cfg is None or "backbone" not in model_cfg:
+        raise ConfigError(f"config {source!r} has no model.backbone to probe")
+    backbone = build_model(model_cfg["backbone"])
+    neck = build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
+    return ConfigBackbone(backbone, neck)

@@ -1,0 +1,130 @@
+"""``adaptkit.wrap``: a backbone and its planned adapter as one module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .building import build_adapter
+from .modules import ShapeAdapter
+from .records import AdapterPlan, Strategy
+
+__all__ = ["wrap", "WrappedBackbone"]
+
+
+class WrappedBackbone(nn.Module):
+    """backbone -> adapter; returns what the target head expects, a 1-tuple of maps.
+
+    The adapter is given the input's size, so the output size is exact for
+    any input the backbone accepts.
+    """
+
+    def __init__(self, backbone: nn.Module, adapter: ShapeAdapter, plan: AdapterPlan) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter
+        self.plan = plan
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return self.adapter(self.backbone(x), input_hw=(x.shape[-2], x.shape[-1]))
+
+
+def wrap(
+    backbone: nn.Module | str,
+    target: Any,
+    input_shape: Any = None,
+    select: str | None = None,
+    strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    **source_kwargs: Any,
+) -> WrappedBackbone:
+    """Probe ``backbone``, plan the adapter to ``target`` and return both as one module.
+
+    ``backbone`` is a module or a SOURCE string (built with ``source_kwargs``);
+    ``target`` a TargetSpec, ``"CHANNELS@STRIDE"``, a config path or a head;
+    ``input_shape`` the shape to probe at (default: the config's input size).
+    Raises PlanError when no feature can serve the target.
+    """
+    from .planning import plan
+    from .probing import probe
+    from .sources import resolve_source
+    from .targets import parse_target
+
+    model = resolve_source(backbone, **source_kwargs) if isinstance(backbone, str) else backbone
+    spec = parse_target(target)
+    if input_shape is None and spec.input_size is not None:
+        input_shape = (1, 3, spec.input_size[1], spec.input_size[0])
+    if input_shape is None:
+        from .errors import PlanError
+
+        raise PlanError("no input shape: pass input_shape (e.g. (2, 3, 256, 192)) or a config target with a codec")
+    adapter_plan = plan(probe(model, input_shape), spec, select=select, strategy=strategy)
+    return WrappedBackbone(model, build_adapter(adapter_plan), adapter_plan)
+
+
+def wrap_config(
+    source: str,
+    config: str,
+    out: Any,
+    *,
+    source_kwargs: dict[str, Any] | None = None,
+    input_shape: Any = None,
+    select: str | None = None,
+    strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    checkpoint: str | None = None,
+    allow_partial: bool = False,
+    force: bool = False,
+    command: str | None = None,
+) -> tuple[AdapterPlan, str]:
+    """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
+
+    Returns the plan and the fragment text. Everything is checked before the
+    file is written, and the file is written atomically.
+    """
+    from pathlib import Path
+
+    from .emitting import FragmentRequest, base_reference, fragment_text, write_atomic
+    from .errors import CheckpointError, EmitError, TargetError
+    from .openmmlab import load_config
+    from .planning import plan
+    from .probing import probe
+    from .shapes import parse_input_shape
+    from .sources import is_config_source, resolve_source
+    from .targets import target_from_config
+
+    out_path = Path(out)
+    if out_path.exists() and not force:
+        raise EmitError(f"{str(out_path)!r} exists; pass --force to overwrite it")
+    if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
+        raise EmitError(f"folder {str(out_path.parent)!r} does not exist; create it first")
+    if not is_config_source(config):
+        raise TargetError(f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}")
+    if is_config_source(source):
+        raise TargetError("wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
+    kwargs = dict(source_kwargs or {})
+    model = resolve_source(source, **kwargs)
+    target = target_from_config(config)
+    if input_shape is None:
+        assert target.input_size is not None  # target_from_config requires a codec
+        input_shape = (2, 3, target.input_size[1], target.input_size[0])
+    adapter_plan = plan(probe(model, parse_input_shape(input_shape)), target, select=select, strategy=strategy)
+    base_cfg = load_config(config)
+    stored_source = source
+    kind_path, sep, name = source.rpartition(":")
+    if sep and kind_path.endswith(".py"):
+        stored_source = f"{Path(kind_path).resolve()}:{name}"  # the fragment may be used from another folder
+    request = FragmentRequest(
+        source=stored_source,
+        source_kwargs=tuple(kwargs.items()),
+        base=base_reference(target.config or config, out_path),
+        base_has_neck=bool(base_cfg.model.get("neck")),
+        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+        allow_partial=allow_partial,
+        command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
+    )
+    text = fragment_text(adapter_plan, request)
+    write_atomic(out_path, text, force=force)
+    return adapter_plan, text
