@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 # Regenerate the committed fragments under adapters/.
 adapters: $(STAMP)
-	$(BIN)/python -m adaptkit.shipped --write
+	$(BIN)/python adapters/regenerate.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_speed.py

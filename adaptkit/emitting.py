@@ -38,6 +38,7 @@ class FragmentRequest:
     allow_partial: bool
     command: str  # the command that regenerates the fragment
     extra_model: tuple[tuple[str, Any], ...] = ()  # further model keys (auxiliary heads, estimator type)
+    unused_modules: tuple[str, ...] = ()  # backbone modules no head reads (DDP must be told)
 
 
 def format_value(value: Any, level: int = 0) -> str:
@@ -107,6 +108,12 @@ def fragment_text(plan: AdapterPlan, request: FragmentRequest) -> str:
         "",
         f"model = {format_value(model)}",
     ]
+    if request.unused_modules:
+        body += [
+            "",
+            f"# no head reads the backbone's {', '.join(request.unused_modules)}: DistributedDataParallel must not wait for them",
+            "find_unused_parameters = True",
+        ]
     return "\n".join(header + [""] + body) + "\n"
 
 

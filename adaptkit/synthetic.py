@@ -108,3 +108,85 @@ def smoke_config(cfg: Any, data_root: str | Path, work_dir: str | Path, *, batch
     cfg.env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0), dist_cfg=dict(backend="gloo"))
     cfg.launcher = cfg.get("launcher", "none")
     return cfg
+
+
+def train_smoke(
+    fragment: str | Path,
+    work_dir: str | Path,
+    *,
+    launcher: str = "none",
+    num_images: int = 4,
+    batch_size: int = 2,
+    epochs: int = 1,
+    test: bool = False,
+    log_level: str = "WARNING",
+) -> dict[str, Any]:
+    """Train ``fragment`` on a synthetic dataset with mmengine's Runner (and test it when asked).
+
+    ``launcher`` is mmengine's: "none" for one process, "pytorch" under
+    ``torch.distributed.run``. Returns the test metrics (empty without ``test``).
+    """
+    from .openmmlab import ensure_mmpose, load_config, quiet
+
+    ensure_mmpose()
+    work = Path(work_dir)
+    cfg = load_config(fragment)
+    head = cfg.model.get("head", {})
+    data_root = work / "data"
+    write_keypoint_dataset(data_root, num_images=num_images, num_keypoints=int(head.get("out_channels", 17)))
+    cfg = smoke_config(cfg, data_root, work, batch_size=batch_size, epochs=epochs)
+    cfg.launcher = launcher
+    cfg.log_level = log_level
+    if launcher != "none":
+        _cpu_distributed(cfg)
+    with quiet():
+        from mmengine.runner import Runner
+
+        runner = Runner.from_cfg(cfg)
+    with quiet():
+        runner.train()
+        return dict(runner.test()) if test else {}
+
+
+def _cpu_distributed(cfg: Any) -> None:
+    """Let mmengine's Runner train with torch.distributed on CPUs (gloo).
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the
+    model with ``device_ids=[LOCAL_RANK]``; neither works without a GPU. The
+    Runner skips its own set-up when a process group exists, so open one
+    here, and name the wrapper with ``device_ids=None`` (a CPU module).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(
+        type="MMDistributedDataParallel",
+        device_ids=None,
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m adaptkit.synthetic FRAGMENT WORK_DIR [--launcher pytorch] [--test]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m adaptkit.synthetic", description=train_smoke.__doc__)
+    parser.add_argument("fragment")
+    parser.add_argument("work_dir")
+    parser.add_argument("--launcher", default="none", choices=("none", "pytorch"))
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--test", action="store_true")
+    args = parser.parse_args(argv)
+    metrics = train_smoke(args.fragment, args.work_dir, launcher=args.launcher, epochs=args.epochs, test=args.test)
+    if metrics:
+        print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

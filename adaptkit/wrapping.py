@@ -89,6 +89,7 @@ def wrap_config(
     from .openmmlab import load_config
     from .planning import plan
     from .probing import probe
+    from .reach import unreached_parameters
     from .shapes import parse_input_shape
     from .sources import is_config_source, resolve_source
     from .targets import target_from_config
@@ -110,7 +111,10 @@ def wrap_config(
     if input_shape is None:
         assert target.input_size is not None  # target_from_config requires a codec
         input_shape = (2, 3, target.input_size[1], target.input_size[0])
-    adapter_plan = plan(probe(model, parse_input_shape(input_shape)), target, select=select, strategy=strategy)
+    shape = parse_input_shape(input_shape)
+    adapter_plan = plan(probe(model, shape), target, select=select, strategy=strategy)
+    unreached = unreached_parameters(model, shape, adapter_plan.feature.path)
+    unused_modules = tuple(dict.fromkeys(name.rsplit(".", 1)[0].split(".")[0] for name in unreached or ()))
     base_cfg = load_config(config)
     stored_source = source
     kind_path, sep, name = source.rpartition(":")
@@ -124,6 +128,7 @@ def wrap_config(
         checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
         allow_partial=allow_partial,
         command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
+        unused_modules=unused_modules,
     )
     text = fragment_text(adapter_plan, request)
     write_atomic(out_path, text, force=force)

@@ -16,8 +16,9 @@ __all__ = ["add_source_arguments", "parse_kwargs", "stdout_console", "print_json
 
 
 def stdout_console() -> Console:
-    # soft_wrap keeps tables and paths intact when the output is piped
-    return Console(file=sys.stdout, highlight=False, soft_wrap=not sys.stdout.isatty())
+    # piped output (logs, CI, tests) gets a fixed width wide enough for the tables
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, highlight=False, width=None if tty else 140, soft_wrap=not tty)
 
 
 def print_json(document: Any) -> None:

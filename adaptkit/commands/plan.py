@@ -94,13 +94,12 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     console.print(side)
 
     chain = Table(title=f"adapter chain ({adapter_plan.strategy.value})", title_justify="left")
-    for column in ("step", "in", "out", "MACs", "out bytes", "params", "what"):
-        chain.add_column(column)
+    for column in ("step", "in -> out", "MACs", "out bytes", "params", "what"):
+        chain.add_column(column, no_wrap=column != "what")
     for step in adapter_plan.steps:
         chain.add_row(
             step.kind.value,
-            _fmt(step.in_shape),
-            _fmt(step.out_shape),
+            f"{_fmt(step.in_shape)} -> {_fmt(step.out_shape)}",
             _count(step.macs),
             _count(step.bytes),
             _count(step.params),

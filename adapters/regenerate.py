@@ -1,0 +1,70 @@
+"""Regenerate (or check) the committed config fragments in this folder.
+
+    python adapters/regenerate.py          # rewrite every fragment
+    python adapters/regenerate.py --check  # exit 1 if any fragment is stale
+
+Each fragment puts a shipped backbone into a stock mmpose config; its
+header names the `adaptkit wrap` command that writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+#: fragment name part -> stock config
+CONFIGS = {
+    "hrnet-w32_coco-256x192": "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
+    "res50_crowdpose-256x192": "mmpose::body_2d_keypoint/topdown_heatmap/crowdpose/td-hm_res50_8xb64-210e_crowdpose-256x192.py",
+}
+BACKBONES = ("sctnet-s", "sctnet-b")
+
+
+def fragments() -> dict[Path, tuple[str, str]]:
+    """Every shipped fragment path -> (backbone, config)."""
+    return {
+        HERE / f"{backbone}_{name}.py": (backbone, config)
+        for backbone in BACKBONES
+        for name, config in CONFIGS.items()
+    }
+
+
+def render(backbone: str, config: str, path: Path) -> str:
+    """The fragment text ``adaptkit wrap`` writes for this pair."""
+    from adaptkit.wrapping import wrap_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, text = wrap_config(
+            backbone,
+            config,
+            Path(tmp) / path.name,
+            command=f"adaptkit wrap {backbone} --target {config} --out adapters/{path.name}",
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 when a fragment is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, (backbone, config) in fragments().items():
+        text = render(backbone, config, path)
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+            print(f"wrote adapters/{path.name}")
+    if stale:
+        print(f"stale fragments: {', '.join(stale)}; run 'make adapters'", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
