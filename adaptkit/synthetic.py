@@ -181,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", default="none", choices=("none", "pytorch"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--test", action="store_true")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
-    metrics = train_smoke(args.fragment, args.work_dir, launcher=args.launcher, epochs=args.epochs, test=args.test)
+    metrics = train_smoke(
+        args.fragment, args.work_dir, launcher=args.launcher, epochs=args.epochs, test=args.test, log_level=args.log_level
+    )
     if metrics:
         print(json.dumps(metrics))
     return 0
