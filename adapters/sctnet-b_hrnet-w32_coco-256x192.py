@@ -2,7 +2,7 @@
 #   adaptkit wrap sctnet-b --target mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py --out adapters/sctnet-b_hrnet-w32_coco-256x192.py
 # feature '0': [2, 256, 32, 24] NCHW, 256 ch at stride [8, 8]
 # why: stride 8 is the closest to the target's 4; among features at that stride it has the most channels (256 vs 128 at '1')
-# step: project: 1x1 conv 256 -> 32 channels (the head's in_channels), at the lower resolution
+# step: project: 1x1 conv 256 -> 32 channels (the head's in_channels), at the lower resolution (13.37M MACs vs 56.62M the other way)
 # step: resize: bilinear 32x24 -> 64x48 (stride 8 -> 4)
 # head (HeatmapHead) reads 32 ch at stride [4, 4]
 

@@ -2,7 +2,7 @@
 #   adaptkit wrap sctnet-s --target mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py --out adapters/sctnet-s_hrnet-w32_coco-256x192.py
 # feature '0': [2, 128, 32, 24] NCHW, 128 ch at stride [8, 8]
 # why: stride 8 is the closest to the target's 4; among features at that stride it has the most channels (128 vs 64 at '1')
-# step: project: 1x1 conv 128 -> 32 channels (the head's in_channels), at the lower resolution
+# step: project: 1x1 conv 128 -> 32 channels (the head's in_channels), at the lower resolution (7.08M MACs vs 28.31M the other way)
 # step: resize: bilinear 32x24 -> 64x48 (stride 8 -> 4)
 # head (HeatmapHead) reads 32 ch at stride [4, 4]
 

@@ -33,14 +33,14 @@ def target_size(
 ) -> tuple[int, int]:
     """The (height, width) the target expects.
 
-    From the input size when it is known (exact), else from the feature's
-    own size scaled by the stride ratio (exact for inputs divisible by the
-    backbone's largest stride).
+    From the input size when it is known (rounded up, as padded strided
+    convs round), else from the feature's own size scaled by the stride
+    ratio (exact for inputs divisible by the backbone's largest stride).
     """
     if input_hw is not None:
         return (
-            max(1, round(input_hw[0] / target_stride[0])),
-            max(1, round(input_hw[1] / target_stride[1])),
+            max(1, math.ceil(input_hw[0] / target_stride[0] - 1e-9)),
+            max(1, math.ceil(input_hw[1] / target_stride[1] - 1e-9)),
         )
     return (
         max(1, round(hw[0] * feature_stride[0] / target_stride[0])),
@@ -97,6 +97,10 @@ class ShapeAdapter(nn.Module):
             )
         if self.layout is Layout.NLC and grid is None:
             raise BuildError("a token (NLC) feature needs its grid (height, width) to be laid out as a map")
+        if grid is not None and (len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)):
+            raise BuildError(f"grid must be two positive integers (height, width), got {grid}")
+        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise BuildError(f"prefix_tokens must be a non-negative integer, got {prefix_tokens!r}")
         self.select = select
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else in_channels
@@ -120,28 +124,37 @@ class ShapeAdapter(nn.Module):
     def resizes(self) -> bool:
         return self.feature_stride != self.target_stride
 
-    def to_map(self, feature: torch.Tensor) -> torch.Tensor:
+    def to_map(self, feature: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """The selected feature as an NCHW map."""
         if self.layout is Layout.NHWC:
             return rearrange(feature, "b h w c -> b c h w")
         if self.layout is Layout.NLC:
             tokens = feature[:, self.prefix_tokens :]
-            h = self._grid_height(tokens.shape[1])
+            h = self._grid_height(tokens.shape[1], input_hw)
             return rearrange(tokens, "b (h w) c -> b c h w", h=h)
         return feature
 
-    def _grid_height(self, n: int) -> int:
+    def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
+        """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
         assert self.grid is not None  # checked in __init__
+        if input_hw is not None:
+            gh, gw = target_size(self.grid, self.feature_stride, self.feature_stride, input_hw)
+            if gh * gw == n:
+                return gh
+            raise RuntimeError(f"{n} tokens do not form the {gh}x{gw} grid a {input_hw[0]}x{input_hw[1]} input gives")
         gh, gw = self.grid
         if gh * gw == n:
             return gh
-        h = round(math.sqrt(n * gh / gw))  # same aspect ratio at another input size
+        h = round(math.sqrt(n * gh / gw))  # an estimator's neck sees no input size: keep the probed aspect ratio
         if h <= 0 or n % h:
-            raise RuntimeError(f"cannot lay out {n} tokens as a grid with the probed aspect ratio {gh}x{gw}")
+            raise RuntimeError(
+                f"cannot lay out {n} tokens with the probed aspect ratio {gh}x{gw}; "
+                "token backbones need the probed aspect ratio inside an estimator"
+            )
         return h
 
     def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor]:
-        x = self.to_map(select(feats, self.select))
+        x = self.to_map(select(feats, self.select), input_hw)
         size = target_size(tuple(x.shape[-2:]), self.feature_stride, self.target_stride, input_hw)
         if self.proj is not None and self.project_first:
             x = self.proj(x)

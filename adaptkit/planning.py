@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,7 +72,7 @@ def _probe_source(source: Any, target: TargetSpec, input_shape: Any) -> ProbeRes
 
 
 def _log_distance(feature: FeatureSpec, target: TargetSpec) -> float:
-    return sum(abs(math.log2(f / t)) for f, t in zip(feature.stride, target.stride)) / 2
+    return sum(abs(math.log2(f / t)) for f, t in zip(feature.stride, target.stride, strict=True)) / 2
 
 
 def choose_feature(result: ProbeResult, target: TargetSpec, select: str | None = None) -> tuple[FeatureSpec, str]:
@@ -119,14 +120,25 @@ def _fmt_stride(stride: Sequence[float]) -> str:
 
 
 def _explain_choice(best: FeatureSpec, candidates: list[FeatureSpec], target: TargetSpec) -> str:
-    same = [f for f in candidates if f.stride == best.stride]
+    same = [f for f in candidates if f.stride == best.stride and f is not best]
     words = f"stride {_fmt_stride(best.stride)} is the closest to the target's {_fmt_stride(target.stride)}"
     if best.stride == target.stride:
         words = f"stride {_fmt_stride(best.stride)} matches the target's exactly"
-    if len(same) > 1:
-        others = ", ".join(f"{f.channels} at {f.path!r}" for f in same if f is not best)
+    fewer = [f for f in same if f.channels < best.channels]
+    ties = [f for f in same if f.channels == best.channels]
+    if fewer:
+        others = ", ".join(f"{f.channels} at {f.path!r}" for f in fewer)
         words += f"; among features at that stride it has the most channels ({best.channels} vs {others})"
+    if ties:
+        words += f"; it comes before {', '.join(repr(f.path) for f in ties)} with as many channels"
     return words
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
 
 
 def _shape_nchw(batch: int, channels: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -174,6 +186,10 @@ def plan_features(
     strategy: Strategy = Strategy.ADAPT_FEATURES,
 ) -> AdapterPlan:
     """The minimal chain from one probed feature to the target, cheapest order first."""
+    if target.layout is not Layout.NCHW:
+        raise PlanError(
+            f"the target reads a {target.layout.value} feature; adaptkit adapts to NCHW maps (what mmpose heads read)"
+        )
     feature, reason = choose_feature(result, target, select)
     assert feature.spatial is not None  # choose_feature keeps spatial features only
     batch = result.input_shape[0]
@@ -220,12 +236,20 @@ def plan_features(
     project_why = f"1x1 conv {feature.channels} -> {out_channels} channels (the head's in_channels)"
     resize_why = f"bilinear {feature.spatial[0]}x{feature.spatial[1]} -> {size[0]}x{size[1]} (stride {_fmt_stride(feature.stride)} -> {_fmt_stride(target.stride)})"
     if needs_project and needs_resize:
-        a1 = _project_step(shape, out_channels, project_why + ", at the lower resolution")
+        a1 = _project_step(shape, out_channels, project_why)
         a2 = _resize_step(a1.out_shape, size, resize_why)
         b1 = _resize_step(shape, size, resize_why)
-        b2 = _project_step(b1.out_shape, out_channels, project_why + ", at the lower resolution")
-        project_first = a1.macs + a2.macs <= b1.macs + b2.macs
-        steps.extend([a1, a2] if project_first else [b1, b2])
+        b2 = _project_step(b1.out_shape, out_channels, project_why)
+        cost_a, cost_b = a1.macs + a2.macs, b1.macs + b2.macs
+        project_first = cost_a <= cost_b
+        chosen = a1 if project_first else b2
+        projected_at, other = (feature.spatial, size) if project_first else (size, feature.spatial)
+        where = "lower" if _numel(projected_at) <= _numel(other) else "higher"
+        cheaper = replace(
+            chosen,
+            why=f"{project_why}, at the {where} resolution ({_count(min(cost_a, cost_b))} MACs vs {_count(max(cost_a, cost_b))} the other way)",
+        )
+        steps.extend([cheaper, a2] if project_first else [b1, cheaper])
     elif needs_project:
         steps.append(_project_step(shape, out_channels, project_why))
     elif needs_resize:
@@ -307,5 +331,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> AdapterPlan:
             input_shape=_tuple(data["input_shape"]),
             reason=data["reason"],
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"not an adapter plan: {type(exc).__name__}: {exc}") from None

@@ -158,10 +158,14 @@ class TargetSpec:
     config: str | None = None  # the config it was read from, when any
 
     def __post_init__(self) -> None:
-        if self.channels <= 0:
-            raise ValueError(f"target channels must be positive, got {self.channels}")
-        if min(self.stride) <= 0:
-            raise ValueError(f"target stride must be positive, got {self.stride}")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels <= 0:
+            raise ValueError(f"target channels must be a positive integer, got {self.channels!r}")
+        if (
+            not isinstance(self.stride, tuple)
+            or len(self.stride) != 2
+            or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.stride)
+        ):
+            raise ValueError(f"target stride must be two positive numbers (height, width), got {self.stride!r}")
         if self.num_inputs < 1:
             raise ValueError(f"a head reads at least one map, got num_inputs={self.num_inputs}")
 

@@ -76,8 +76,10 @@ def _target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
     values = dict(data)
     try:
         stride = values.get("stride")
-        if isinstance(stride, (int, float)):
+        if isinstance(stride, (int, float)) and not isinstance(stride, bool):
             values["stride"] = (exact(stride), exact(stride))
+        elif isinstance(stride, (str, bytes)):
+            raise ValueError(f"stride must be a number or (height, width), got the string {stride!r}")
         elif stride is not None:
             values["stride"] = tuple(exact(float(s)) for s in stride)
         if "layout" in values:

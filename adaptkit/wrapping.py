@@ -51,6 +51,12 @@ def wrap(
     from .sources import resolve_source
     from .targets import parse_target
 
+    if not isinstance(backbone, str) and source_kwargs:
+        from .errors import SourceError
+
+        raise SourceError(
+            f"unknown keyword(s) {', '.join(sorted(source_kwargs))}: constructor keywords apply only to a SOURCE string"
+        )
     model = resolve_source(backbone, **source_kwargs) if isinstance(backbone, str) else backbone
     spec = parse_target(target)
     if input_shape is None and spec.input_size is not None:
