@@ -12,6 +12,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmpose.registry import MODELS
 
+from .distill import ChannelWiseDistillLoss, DistillHead
+from .estimator import AuxHeatmapHead, AuxiliaryHead, AuxTopdownPoseEstimator
 from .modules import ShapeAdapter
 from .sources import resolve_source
 from .zoo.sctnet import SCTNet
@@ -55,5 +57,14 @@ class ForeignBackbone(BaseModule):
 
 
 # force=True: re-importing this module (a second config, a spawned worker) re-binds the same classes
-for _name, _module in (("SCTNet", SCTNet), ("ForeignBackbone", ForeignBackbone), ("ShapeAdapter", ShapeAdapter)):
+for _name, _module in (
+    ("SCTNet", SCTNet),
+    ("ForeignBackbone", ForeignBackbone),
+    ("ShapeAdapter", ShapeAdapter),
+    ("AuxTopdownPoseEstimator", AuxTopdownPoseEstimator),
+    ("AuxiliaryHead", AuxiliaryHead),
+    ("AuxHeatmapHead", AuxHeatmapHead),
+    ("DistillHead", DistillHead),
+    ("ChannelWiseDistillLoss", ChannelWiseDistillLoss),
+):
     MODELS.register_module(name=_name, module=_module, force=True)
