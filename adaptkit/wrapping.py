@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -80,11 +81,14 @@ def wrap_config(
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
     checkpoint: str | None = None,
     allow_partial: bool = False,
+    aux: Sequence[str | tuple[str, float]] = (),
     force: bool = False,
     command: str | None = None,
 ) -> tuple[AdapterPlan, str]:
     """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
 
+    ``aux`` adds auxiliary heatmap heads, each on the backbone output at a
+    path, as ``"PATH[:WEIGHT]"`` strings or ``(path, weight)`` pairs.
     Returns the plan and the fragment text. Everything is checked before the
     file is written, and the file is written atomically.
     """
@@ -95,7 +99,6 @@ def wrap_config(
     from .openmmlab import load_config
     from .planning import plan
     from .probing import probe
-    from .reach import unreached_parameters
     from .shapes import parse_input_shape
     from .sources import is_config_source, resolve_source
     from .targets import target_from_config
@@ -111,6 +114,9 @@ def wrap_config(
         raise TargetError("wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
+    from .estimator import check_weight, parse_aux
+
+    aux_heads = [parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux]
     kwargs = dict(source_kwargs or {})
     model = resolve_source(source, **kwargs)
     target = target_from_config(config)
@@ -118,10 +124,11 @@ def wrap_config(
         assert target.input_size is not None  # target_from_config requires a codec
         input_shape = (2, 3, target.input_size[1], target.input_size[0])
     shape = parse_input_shape(input_shape)
-    adapter_plan = plan(probe(model, shape), target, select=select, strategy=strategy)
-    unreached = unreached_parameters(model, shape, adapter_plan.feature.path)
-    unused_modules = tuple(dict.fromkeys(name.rsplit(".", 1)[0].split(".")[0] for name in unreached or ()))
+    result = probe(model, shape)
+    adapter_plan = plan(result, target, select=select, strategy=strategy)
     base_cfg = load_config(config)
+    extra_model = _aux_entries(result, target, aux_heads, base_cfg.model.get("type"))
+    unused_modules = _unused_modules(model, shape, [adapter_plan.feature.path, *(path for path, _ in aux_heads)])
     stored_source = source
     kind_path, sep, name = source.rpartition(":")
     if sep and kind_path.endswith(".py"):
@@ -135,7 +142,34 @@ def wrap_config(
         allow_partial=allow_partial,
         command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
         unused_modules=unused_modules,
+        extra_model=extra_model,
     )
     text = fragment_text(adapter_plan, request)
     write_atomic(out_path, text, force=force)
     return adapter_plan, text
+
+
+def _aux_entries(result: Any, target: Any, aux_heads: list[tuple[str, float]], base_type: str | None) -> tuple:
+    """The fragment's estimator type and auxiliary heads (none: nothing)."""
+    if not aux_heads:
+        return ()
+    from .estimator import aux_head_config, aux_model_entries, plan_aux
+
+    configs = [
+        aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17, index=None if len(aux_heads) == 1 else i)
+        for i, (path, weight) in enumerate(aux_heads)
+    ]
+    return aux_model_entries(configs, base_type=base_type)
+
+
+def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str, ...]:
+    """Top-level backbone modules none of ``paths`` depends on (DDP must be told of them)."""
+    from .reach import unreached_parameters
+
+    unused: set[str] | None = None
+    for path in dict.fromkeys(paths):
+        names = unreached_parameters(model, shape, path)
+        if names is None:
+            return ()  # unknown: say nothing rather than guess
+        unused = set(names) if unused is None else unused & set(names)
+    return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(unused or ())))

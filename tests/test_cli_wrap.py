@@ -125,3 +125,31 @@ def test_unreadable_config_target(tmp_path, run_cli):
     bad.write_text("model = dict(\n")
     line = one_error_line(*run_cli("plan", "sctnet-s", "--target", str(bad)))
     assert "cannot read config" in line
+
+
+def test_wrap_aux_head_trains_with_its_own_loss(tmp_path, run_cli):
+    """--aux 1:0.4: SCTNet's deep-supervision setting, with no patch to TopdownPoseEstimator."""
+    from adaptkit.synthetic import train_smoke
+
+    out_file = tmp_path / "frag.py"
+    code, _, err = run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--aux", "1:0.4")
+    assert code == 0, err
+    cfg = load_config(out_file)
+    assert cfg.model.type == "AuxTopdownPoseEstimator"
+    assert cfg.model.auxiliary_head.adapter.select == "1" and cfg.model.auxiliary_head.loss_weight == 0.4
+    model = build_model(cfg.model)
+    assert type(model.auxiliary_head).__name__ == "AuxHeatmapHead"
+    train_smoke(out_file, tmp_path / "run", num_images=2, batch_size=2, log_level="INFO")
+    log = next((tmp_path / "run").glob("*/*.log")).read_text()
+    assert "aux_loss_kpt" in log
+
+
+@pytest.mark.parametrize(
+    "aux, expected",
+    [("9:0.4", "no feature at path '9'"), ("1:-1", "must be a positive number"), ("1:abc", "must be a positive number")],
+)
+def test_wrap_bad_aux_is_one_line_and_writes_nothing(aux, expected, tmp_path, run_cli):
+    out_file = tmp_path / "frag.py"
+    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--aux", aux))
+    assert expected in line
+    assert not out_file.exists()

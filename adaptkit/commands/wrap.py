@@ -19,6 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--checkpoint", metavar="FILE", help="a local backbone checkpoint, loaded through init_cfg")
     parser.add_argument("--allow-partial", action="store_true", help="accept a checkpoint that does not cover every weight")
+    parser.add_argument(
+        "--aux",
+        action="append",
+        default=[],
+        metavar="PATH[:WEIGHT]",
+        help="add an auxiliary heatmap head on the backbone output at PATH, loss weight WEIGHT (default 0.4); repeatable",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the written path")
     parser.set_defaults(run=run)
 
@@ -36,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         checkpoint=args.checkpoint,
         allow_partial=args.allow_partial,
+        aux=args.aux,
         force=args.force,
         command="adaptkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["wrap"] else None,
     )
