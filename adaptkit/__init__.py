@@ -33,6 +33,7 @@ __all__ = [
     "fuse",
     "resolve_source",
     "parse_target",
+    "TraceMode",
     "FeatureSpec",
     "ProbeResult",
     "TargetSpec",
@@ -63,6 +64,7 @@ _LAZY = {
     "fuse": ("fusion", "fuse"),
     "resolve_source": ("sources", "resolve_source"),
     "parse_target": ("targets", "parse_target"),
+    "TraceMode": ("probing", "TraceMode"),
 }
 
 

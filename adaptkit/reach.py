@@ -36,4 +36,4 @@ def unreached_parameters(model: nn.Module, input_shape: Sequence[int], path: str
             grads = torch.autograd.grad(out.sum(), [meta[n] for n in params], allow_unused=True)
     except Exception:  # the meta trace is a best effort; the probe reports real failures
         return None
-    return tuple(n for n, g in zip(params, grads) if g is None)
+    return tuple(n for n, g in zip(params, grads, strict=True) if g is None)

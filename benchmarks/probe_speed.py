@@ -11,6 +11,7 @@ Prints a table and writes probe_speed-<device>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -61,12 +62,13 @@ def main() -> None:
     for name, model in backbones.items():
         for shape in SHAPES:
             slow_repeat = 1 if shape[-1] * shape[-2] > 640 * 640 else args.repeat
-            t_probe = seconds(lambda: adaptkit.probe(model, shape), args.repeat)
+            x = torch.randn(shape)
+            t_probe = seconds(functools.partial(adaptkit.probe, model, shape), args.repeat)
             mode = adaptkit.probe(model, shape).mode.value
             with torch.no_grad():
-                t_info = seconds(lambda: torchinfo.summary(model, input_size=shape, verbose=0, device=device), slow_repeat)
-                x = torch.randn(shape)
-                t_real = seconds(lambda: model(x), slow_repeat)
+                summary = functools.partial(torchinfo.summary, model, input_size=shape, verbose=0, device=device)
+                t_info = seconds(summary, slow_repeat)
+                t_real = seconds(functools.partial(model, x), slow_repeat)
             rows.append(
                 dict(backbone=name, input="x".join(map(str, shape)), probe_s=t_probe, probe_mode=mode,
                      torchinfo_s=t_info, forward_s=t_real, speedup_vs_torchinfo=t_info / t_probe,

@@ -34,7 +34,7 @@ class MyBackbone(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         widths = [width * 2**i for i in range(5)]
-        self.stages = nn.ModuleList(_block(cin, cout) for cin, cout in zip([3] + widths[:-1], widths))
+        self.stages = nn.ModuleList(_block(cin, cout) for cin, cout in zip([3] + widths[:-1], widths, strict=True))
 
     def forward(self, x):
         outs = []

@@ -49,8 +49,8 @@ def test_fragment_builds_predicts_and_trains_a_step(backbone, config, heatmap):
     assert tuple(heatmaps.shape) == (2, *heatmap)  # the codec's heatmap size, from the stock head
 
     # one real optimisation step on the head's own loss
-    from mmpose.structures import PoseDataSample
     from mmengine.structures import InstanceData, PixelData
+    from mmpose.structures import PoseDataSample
 
     samples = []
     for _ in range(2):
