@@ -38,12 +38,12 @@ def render(backbone: str, config: str, path: Path) -> str:
     from adaptkit.wrapping import wrap_config
 
     with tempfile.TemporaryDirectory() as tmp:
-        _, text = wrap_config(
+        text = wrap_config(
             backbone,
             config,
             Path(tmp) / path.name,
             command=f"adaptkit wrap {backbone} --target {config} --out adapters/{path.name}",
-        )
+        ).text
     return text
 
 

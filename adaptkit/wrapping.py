@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -12,7 +13,19 @@ from .building import build_adapter
 from .modules import ShapeAdapter
 from .records import AdapterPlan, Strategy
 
-__all__ = ["wrap", "WrappedBackbone"]
+if TYPE_CHECKING:
+    from .checkpoint import LoadReport
+
+__all__ = ["wrap", "WrappedBackbone", "wrap_config", "WrapResult"]
+
+
+@dataclass(frozen=True)
+class WrapResult:
+    """What ``wrap_config`` wrote: the plan, the fragment text, and the checkpoint check."""
+
+    plan: AdapterPlan
+    text: str
+    checkpoint: LoadReport | None  # how the --checkpoint file fits the backbone, when one was given
 
 
 class WrappedBackbone(nn.Module):
@@ -84,13 +97,15 @@ def wrap_config(
     aux: Sequence[str | tuple[str, float]] = (),
     force: bool = False,
     command: str | None = None,
-) -> tuple[AdapterPlan, str]:
+) -> WrapResult:
     """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
 
     ``aux`` adds auxiliary heatmap heads, each on the backbone output at a
     path, as ``"PATH[:WEIGHT]"`` strings or ``(path, weight)`` pairs.
-    Returns the plan and the fragment text. Everything is checked before the
-    file is written, and the file is written atomically.
+    ``checkpoint`` is loaded into the backbone once here, so a missing,
+    corrupt or ill-fitting file fails now rather than at training time.
+    Everything is checked before the file is written, and the file is
+    written atomically.
     """
     from pathlib import Path
 
@@ -119,6 +134,11 @@ def wrap_config(
     aux_heads = [parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux]
     kwargs = dict(source_kwargs or {})
     model = resolve_source(source, **kwargs)
+    report = None
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+
+        report = load_checkpoint(model, checkpoint, allow_partial=allow_partial)
     target = target_from_config(config)
     if input_shape is None:
         assert target.input_size is not None  # target_from_config requires a codec
@@ -146,7 +166,7 @@ def wrap_config(
     )
     text = fragment_text(adapter_plan, request)
     write_atomic(out_path, text, force=force)
-    return adapter_plan, text
+    return WrapResult(plan=adapter_plan, text=text, checkpoint=report)
 
 
 def _aux_entries(result: Any, target: Any, aux_heads: list[tuple[str, float]], base_type: str | None) -> tuple:

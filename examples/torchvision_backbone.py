@@ -56,7 +56,7 @@ def main() -> None:
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="adaptkit-tv-"))
     fragment = work / f"{args.model}_hrnet-w32_coco.py"
-    plan, _ = wrap_config(source, HRNET, fragment, force=True)
+    plan = wrap_config(source, HRNET, fragment, force=True).plan
     print(f"chose {plan.feature.path!r}: {plan.reason}")
     print(f"wrote {fragment}")
 

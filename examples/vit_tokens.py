@@ -53,7 +53,7 @@ def main() -> None:
           f"stride {tokens.stride}, grid {tokens.spatial}")  # fmt: skip
 
     fragment = Path(tempfile.mkdtemp(prefix="adaptkit-vit-")) / "vit_hrnet-w32_coco.py"
-    plan, _ = wrap_config(source, HRNET, fragment)
+    plan = wrap_config(source, HRNET, fragment).plan
     for step in plan.steps[1:]:
         print(f"  {step.kind.value}: {step.why}")
     model = build_model(load_config(fragment).model)

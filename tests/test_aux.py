@@ -52,7 +52,7 @@ class Wrapped:
 def wrapped(tmp_path_factory: pytest.TempPathFactory) -> Wrapped:
     folder = tmp_path_factory.mktemp("aux")
     fragment = folder / "fragment.py"
-    adapter_plan, _ = wrap_config("sctnet-s", HRNET, fragment)
+    adapter_plan = wrap_config("sctnet-s", HRNET, fragment).plan
     result = probe(resolve_source("sctnet-s"), (2, 3, 256, 192))
     return Wrapped(folder, fragment, result, adapter_plan.target)  # the target read from HRNet's config
 

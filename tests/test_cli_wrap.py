@@ -83,18 +83,44 @@ def test_wrap_with_checkpoint_loads_through_mmengine_init(tmp_path, run_cli):
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0)
 
 
-def test_wrap_checkpoint_partial_refused_at_init(tmp_path, run_cli):
-    from adaptkit import CheckpointError
+def test_wrap_checkpoint_partial_refused_then_allowed(tmp_path, run_cli):
+    """A partial checkpoint fails at wrap time (nothing written) unless --allow-partial; the table says what is missing."""
     from adaptkit.zoo.sctnet import sctnet_s
 
     state = {k: v for k, v in sctnet_s().state_dict().items() if not k.startswith("spp.")}
     ckpt = tmp_path / "partial.pth"
     torch.save(state, ckpt)
     out_file = tmp_path / "frag.py"
-    assert run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt))[0] == 0
-    model = build_model(load_config(out_file).model, keep_init_cfg=True)
-    with pytest.raises(CheckpointError, match="missing"):
-        model.init_weights()
+    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt)))
+    assert "missing" in line and "--allow-partial" in line
+    assert not out_file.exists()
+    code, out, err = run_cli(
+        "wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt), "--allow-partial"
+    )
+    assert code == 0, err
+    assert "missing in the checkpoint" in out and "spp." in out
+    cfg = load_config(out_file)
+    assert cfg.model.backbone.allow_partial is True
+    model = build_model(cfg.model, keep_init_cfg=True)
+    model.init_weights()  # mmengine's init path loads what fits
+    torch.testing.assert_close(model.backbone.body.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b""])
+def test_wrap_corrupt_checkpoint_is_one_line(content, tmp_path, run_cli):
+    ckpt = tmp_path / "broken.pth"
+    ckpt.write_bytes(content)
+    out_file = tmp_path / "frag.py"
+    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt)))
+    assert "broken.pth" in line
+    assert not out_file.exists()
+
+
+def test_wrap_checkpoint_without_tensors_is_one_line(tmp_path, run_cli):
+    ckpt = tmp_path / "empty.pth"
+    torch.save({"meta": {"epoch": 3}}, ckpt)
+    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(tmp_path / "f.py"), "--checkpoint", str(ckpt)))
+    assert "tensor" in line
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..wrapping import wrap_config
 
-    adapter_plan, _ = wrap_config(
+    result = wrap_config(
         args.source,
         args.target,
         args.out,
@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         command="adaptkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["wrap"] else None,
     )
+    adapter_plan = result.plan
     console = stdout_console()
+    if result.checkpoint is not None and not args.quiet:
+        render_load_report(console, args.checkpoint, result.checkpoint)
     if not args.quiet:
         console.print(f"{args.source} -> {adapter_plan.target.source} ({adapter_plan.strategy.value})")
         console.print(f"  select {adapter_plan.feature.path!r}: {adapter_plan.reason}")
@@ -55,3 +58,27 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  {step.kind.value}: {step.why}")
     console.print(f"wrote {args.out}")
     return 0
+
+
+def render_load_report(console, path: str, report) -> None:  # type: ignore[no-untyped-def]
+    """Which checkpoint keys went where: loaded, missing, unexpected, shape-mismatched."""
+    from rich.table import Table
+
+    prefix = ""
+    if report.prefix_stripped or report.prefix_added:
+        prefix = f" (prefix {report.prefix_stripped or '-'!r} -> {report.prefix_added or '-'!r})"
+    table = Table(title=f"checkpoint {path}{prefix}", title_justify="left")
+    table.add_column("keys")
+    table.add_column("count", justify="right")
+    table.add_column("first few")
+    rows = [
+        ("loaded", report.loaded),
+        ("missing in the checkpoint", report.missing),
+        ("unexpected (not in the backbone)", report.unexpected),
+        ("shape mismatch (not loaded)", [f"{k} {list(a)} vs {list(b)}" for k, a, b in report.mismatched]),
+        ("ignored (other parts of the saved model)", report.ignored),
+    ]
+    for name, keys in rows:
+        if keys or name == "loaded":
+            table.add_row(name, str(len(keys)), ", ".join(list(keys)[:3]) + (" ..." if len(keys) > 3 else ""))
+    console.print(table)
