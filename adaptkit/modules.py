@@ -116,7 +116,7 @@ class ShapeAdapter(nn.Module):
 
     def init_weights(self) -> None:
         """Variance-preserving init for the linear projection (no activation follows it)."""
-        if self.proj is not None:
+        if self.proj is not None and self.proj.bias is not None:
             nn.init.kaiming_normal_(self.proj.weight, mode="fan_in", nonlinearity="linear")
             nn.init.zeros_(self.proj.bias)
 
@@ -138,7 +138,7 @@ class ShapeAdapter(nn.Module):
         """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
         assert self.grid is not None  # checked in __init__
         if input_hw is not None:
-            gh, gw = target_size(self.grid, self.feature_stride, self.feature_stride, input_hw)
+            gh, gw = target_size((self.grid[0], self.grid[1]), self.feature_stride, self.feature_stride, input_hw)
             if gh * gw == n:
                 return gh
             raise RuntimeError(f"{n} tokens do not form the {gh}x{gw} grid a {input_hw[0]}x{input_hw[1]} input gives")
@@ -155,7 +155,7 @@ class ShapeAdapter(nn.Module):
 
     def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor]:
         x = self.to_map(select(feats, self.select), input_hw)
-        size = target_size(tuple(x.shape[-2:]), self.feature_stride, self.target_stride, input_hw)
+        size = target_size((x.shape[-2], x.shape[-1]), self.feature_stride, self.target_stride, input_hw)
         if self.proj is not None and self.project_first:
             x = self.proj(x)
         x = resize_to(x, size)

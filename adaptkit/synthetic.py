@@ -98,8 +98,8 @@ def smoke_config(cfg: Any, data_root: str | Path, work_dir: str | Path, *, batch
     for key in ("val_evaluator", "test_evaluator"):
         evaluator = cfg.get(key)
         if isinstance(evaluator, dict):
-            evaluator.ann_file = ann
-            evaluator.outfile_prefix = str(Path(work_dir) / "results")
+            evaluator["ann_file"] = ann
+            evaluator["outfile_prefix"] = str(Path(work_dir) / "results")
     cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=epochs)
     cfg.work_dir = str(work_dir)
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=epochs)

@@ -81,7 +81,7 @@ def _target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
         elif isinstance(stride, (str, bytes)):
             raise ValueError(f"stride must be a number or (height, width), got the string {stride!r}")
         elif stride is not None:
-            values["stride"] = tuple(exact(float(s)) for s in stride)
+            values["stride"] = tuple(exact(float(s)) for s in stride)  # type: ignore[union-attr]
         if "layout" in values:
             values["layout"] = parse_enum(Layout, values["layout"], "layout")
         for key in ("heatmap_size", "input_size"):
@@ -199,20 +199,19 @@ def target_from_head(head: nn.Module | Mapping[str, Any], heatmap_stride: float 
     """
     from .openmmlab import build_model
 
-    if isinstance(head, Mapping):
-        head = build_model(head)
-    channels = getattr(head, "in_channels", None)
+    module: nn.Module = build_model(head) if isinstance(head, Mapping) else head
+    channels = getattr(module, "in_channels", None)
     if not isinstance(channels, int):
-        raise TargetError(f"head {type(head).__name__} has no integer in_channels; pass the target as CHANNELS@STRIDE")
-    upsample = _head_upsample(head, channels, (16, 12))
+        raise TargetError(f"head {type(module).__name__} has no integer in_channels; pass the target as CHANNELS@STRIDE")
+    upsample = _head_upsample(module, channels, (16, 12))
     stride = exact(heatmap_stride * upsample)
     return TargetSpec(
         channels=channels,
         stride=(stride, stride),
-        head_type=type(head).__name__,
-        num_keypoints=_keypoints(head),
+        head_type=type(module).__name__,
+        num_keypoints=_keypoints(module),
         head_upsample=exact(upsample),  # type: ignore[arg-type]
-        source=type(head).__name__,
+        source=type(module).__name__,
     )
 
 
