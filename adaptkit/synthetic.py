@@ -137,31 +137,38 @@ def train_smoke(
     cfg = smoke_config(cfg, data_root, work, batch_size=batch_size, epochs=epochs)
     cfg.launcher = launcher
     cfg.log_level = log_level
-    if launcher != "none":
-        _cpu_distributed(cfg)
-    with quiet():
-        from mmengine.runner import Runner
+    opened_group = launcher != "none" and _cpu_distributed(cfg)
+    try:
+        with quiet():
+            from mmengine.runner import Runner
 
-        runner = Runner.from_cfg(cfg)
-    with quiet():
-        runner.train()
-        return dict(runner.test()) if test else {}
+            runner = Runner.from_cfg(cfg)
+        with quiet():
+            runner.train()
+            return dict(runner.test()) if test else {}
+    finally:
+        if opened_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()  # gloo's threads must stop before the interpreter exits
 
 
-def _cpu_distributed(cfg: Any) -> None:
+def _cpu_distributed(cfg: Any) -> bool:
     """Let mmengine's Runner train with torch.distributed on CPUs (gloo).
 
     mmengine's pytorch launcher calls ``torch.cuda.set_device`` and wraps the
     model with ``device_ids=[LOCAL_RANK]``; neither works without a GPU. The
     Runner skips its own set-up when a process group exists, so open one
     here, and name the wrapper with ``device_ids=None`` (a CPU module).
+    Returns whether it opened the group (and so must close it).
     """
     import torch
     import torch.distributed as dist
 
     if torch.cuda.is_available():
-        return
-    if not dist.is_initialized():
+        return False
+    opened = not dist.is_initialized()
+    if opened:
         dist.init_process_group(backend="gloo")
     cfg.model_wrapper_cfg = dict(
         type="MMDistributedDataParallel",
@@ -169,6 +176,7 @@ def _cpu_distributed(cfg: Any) -> None:
         broadcast_buffers=False,
         find_unused_parameters=cfg.get("find_unused_parameters", False),
     )
+    return opened
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -108,9 +109,12 @@ def test_distributed_training_two_processes_gloo(tmp_path):
     fragment = shipped_fragment("sctnet-s", CROWDPOSE)
     assert load_config(fragment).get("find_unused_parameters") is True
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    with socket.socket() as probe_port:  # a free port: other runs on this machine may hold a fixed one
+        probe_port.bind(("127.0.0.1", 0))
+        port = str(probe_port.getsockname()[1])
     result = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
             "-m", "adaptkit.synthetic", str(fragment), str(tmp_path), "--launcher", "pytorch",
         ],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
