@@ -15,7 +15,7 @@ from .errors import AdaptkitError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("probe", "plan", "wrap", "doctor")
+_COMMANDS = ("probe", "plan", "wrap", "bench", "doctor")
 
 
 class OneLineParser(argparse.ArgumentParser):
