@@ -581,3 +581,43 @@ def test_tensors_a_forward_caches_are_undone():
     result = probe(model, "1x3x32x32", layers=True)
     assert result.mode is ProbeMode.META
     assert model.last is None and not hasattr(model, "first_seen")
+
+
+# -- normalisations answer with their input's shape on meta, after torch's own checks ---------
+
+
+class _Norms(nn.Module):
+    def __init__(self, groups: int = 4, ln_width: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, 2, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.groups = groups
+        self.ln = nn.LayerNorm(ln_width)
+
+    def forward(self, x):
+        x = torch.nn.functional.group_norm(self.bn(self.conv(x)), self.groups)
+        return self.ln(x.permute(0, 2, 3, 1))
+
+
+def test_norm_models_probe_on_meta_with_their_shapes():
+    result = probe(_Norms(), (2, 3, 64, 32))
+    assert result.mode is ProbeMode.META
+    (feature,) = result.features
+    assert feature.shape == (2, 32, 16, 8) and feature.layout is Layout.NHWC and feature.stride == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "model, shape, match",
+    [
+        (_Norms(groups=3), (2, 3, 64, 32), "divisible by num_groups"),
+        (_Norms(ln_width=6), (2, 3, 64, 32), "normalized_shape"),
+        (
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(3)).train(),
+            (1, 3, 64, 32),
+            "more than 1 value per channel",
+        ),
+    ],
+)
+def test_norm_checks_still_fail_broken_models(model, shape, match):
+    with pytest.raises(ProbeError, match=match):
+        probe(model, shape)
