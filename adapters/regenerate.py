@@ -27,9 +27,7 @@ BACKBONES = ("sctnet-s", "sctnet-b")
 def fragments() -> dict[Path, tuple[str, str]]:
     """Every shipped fragment path -> (backbone, config)."""
     return {
-        HERE / f"{backbone}_{name}.py": (backbone, config)
-        for backbone in BACKBONES
-        for name, config in CONFIGS.items()
+        HERE / f"{backbone}_{name}.py": (backbone, config) for backbone in BACKBONES for name, config in CONFIGS.items()
     }
 
 

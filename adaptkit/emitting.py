@@ -76,7 +76,9 @@ def _describe(plan: AdapterPlan) -> list[str]:
     ]
     lines += [f"step: {step.kind.value}: {step.why}" for step in plan.steps[1:]]
     t = plan.target
-    lines.append(f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}")
+    lines.append(
+        f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}"
+    )
     return lines
 
 
@@ -146,5 +148,3 @@ def write_atomic(path: Path, text: str, force: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-

@@ -97,7 +97,9 @@ class ShapeAdapter(nn.Module):
             )
         if self.layout is Layout.NLC and grid is None:
             raise BuildError("a token (NLC) feature needs its grid (height, width) to be laid out as a map")
-        if grid is not None and (len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)):
+        if grid is not None and (
+            len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)
+        ):
             raise BuildError(f"grid must be two positive integers (height, width), got {grid}")
         if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
             raise BuildError(f"prefix_tokens must be a non-negative integer, got {prefix_tokens!r}")

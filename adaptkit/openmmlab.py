@@ -93,7 +93,9 @@ def config_path(name: str | Path) -> Path:
         if not path.is_file():
             path = root.parent / "configs" / rel  # a source checkout keeps configs beside the package
         if not path.is_file():
-            raise ConfigError(f"config {text!r} is not in the installed {scope}; check the name under {root / '.mim' / 'configs'}")
+            raise ConfigError(
+                f"config {text!r} is not in the installed {scope}; check the name under {root / '.mim' / 'configs'}"
+            )
         return path
     path = Path(text).expanduser()
     if not path.is_file():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .errors import PlanError
@@ -89,9 +89,13 @@ def choose_feature(result: ProbeResult, target: TargetSpec, select: str | None =
         except KeyError as exc:
             raise PlanError(str(exc.args[0])) from None
         if feature.is_input:
-            raise PlanError(f"--select {select!r} names the input image passed through, not a feature; pick another path")
+            raise PlanError(
+                f"--select {select!r} names the input image passed through, not a feature; pick another path"
+            )
         if not feature.is_spatial:
-            raise PlanError(f"--select {select!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map")
+            raise PlanError(
+                f"--select {select!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
+            )
         return feature, f"selected by the user ({select!r})"
 
     candidates = [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None]
@@ -305,9 +309,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> AdapterPlan:
     """Inverse of ``plan_to_dict``; PlanError when the dict is not a plan."""
     try:
         f = dict(data["feature"])
-        feature = FeatureSpec(
-            **{k: _tuple(v) for k, v in f.items() if k != "layout"}, layout=Layout(f["layout"])
-        )
+        feature = FeatureSpec(**{k: _tuple(v) for k, v in f.items() if k != "layout"}, layout=Layout(f["layout"]))
         t = dict(data["target"])
         target = TargetSpec(**{k: _tuple(v) for k, v in t.items() if k != "layout"}, layout=Layout(t["layout"]))
         steps = tuple(

@@ -66,7 +66,9 @@ def resolve_source(source: str, **kwargs: Any) -> nn.Module:
     is wrong and what to do.
     """
     if not isinstance(source, str) or not source.strip():
-        raise SourceError("SOURCE is empty; give a zoo name (sctnet), package.module:callable, file.py:Name or a config")
+        raise SourceError(
+            "SOURCE is empty; give a zoo name (sctnet), package.module:callable, file.py:Name or a config"
+        )
     source = source.strip()
     kind = source_kind(source)
     if kind == SourceKind.CONFIG:
@@ -98,7 +100,9 @@ def _import_module(dotted: str) -> Any:
     try:
         return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
-        raise SourceError(f"no module named {exc.name!r} (while importing {dotted!r}); check the name or install it") from None
+        raise SourceError(
+            f"no module named {exc.name!r} (while importing {dotted!r}); check the name or install it"
+        ) from None
     except Exception as exc:
         raise SourceError(f"importing {dotted!r} failed: {type(exc).__name__}: {exc}") from None
 
@@ -137,7 +141,9 @@ def _get_attr(module: Any, dotted_attr: str, source: str) -> Any:
             names = [n for n in dir(obj) if not n.startswith("_")]
             close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise SourceError(f"{source!r}: {getattr(obj, '__name__', type(obj).__name__)!r} has no attribute {part!r}{hint}")
+            raise SourceError(
+                f"{source!r}: {getattr(obj, '__name__', type(obj).__name__)!r} has no attribute {part!r}{hint}"
+            )
         obj = getattr(obj, part)
     return obj
 
@@ -148,7 +154,9 @@ def _instantiate(factory: Any, source: str, kwargs: dict[str, Any]) -> nn.Module
             raise SourceError(f"{source!r} is a module instance, not a constructor; drop the --arg options")
         return factory
     if not callable(factory):
-        raise SourceError(f"{source!r} is a {type(factory).__name__}, not a module class or a function that returns one")
+        raise SourceError(
+            f"{source!r} is a {type(factory).__name__}, not a module class or a function that returns one"
+        )
     try:
         model = factory(**kwargs)
     except AdaptkitError:

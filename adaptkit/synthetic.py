@@ -105,7 +105,9 @@ def smoke_config(cfg: Any, data_root: str | Path, work_dir: str | Path, *, batch
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=epochs)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=1)
     cfg.visualizer.vis_backends = [dict(type="LocalVisBackend")]
-    cfg.env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0), dist_cfg=dict(backend="gloo"))
+    cfg.env_cfg = dict(
+        cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0), dist_cfg=dict(backend="gloo")
+    )
     cfg.launcher = cfg.get("launcher", "none")
     return cfg
 
@@ -192,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
     metrics = train_smoke(
-        args.fragment, args.work_dir, launcher=args.launcher, epochs=args.epochs, test=args.test, log_level=args.log_level
+        args.fragment,
+        args.work_dir,
+        launcher=args.launcher,
+        epochs=args.epochs,
+        test=args.test,
+        log_level=args.log_level,
     )
     if metrics:
         print(json.dumps(metrics))

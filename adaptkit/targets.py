@@ -51,7 +51,9 @@ def parse_target(target: Any, **options: Any) -> TargetSpec:
         raise TargetError(
             f"cannot read target {target!r}; write CHANNELS@STRIDE (e.g. 32@4), a config file, or mmpose::path/to/config.py"
         )
-    raise TargetError(f"a target is a TargetSpec, a 'CHANNELS@STRIDE' string, a config path or a head; got {type(target).__name__}")
+    raise TargetError(
+        f"a target is a TargetSpec, a 'CHANNELS@STRIDE' string, a config path or a head; got {type(target).__name__}"
+    )
 
 
 def target_from_spec(text: str) -> TargetSpec:
@@ -119,7 +121,9 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
     if codec is None:
         raise TargetError(f"config {name!r} names no codec input_size; pass the target as CHANNELS@STRIDE instead")
     width, height = (int(v) for v in codec["input_size"])
-    body = ConfigBackbone(build_model(model_cfg["backbone"]), build_model(model_cfg["neck"]) if model_cfg.get("neck") else None)
+    body = ConfigBackbone(
+        build_model(model_cfg["backbone"]), build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
+    )
     try:
         result = probe(body, (2, 3, height, width))
     except AdaptkitError as exc:
@@ -191,7 +195,9 @@ def _head_upsample(head: nn.Module, channels: int, hw: tuple[int, int]) -> float
     return 1.0 / maps[0].stride[0]
 
 
-def target_from_head(head: nn.Module | Mapping[str, Any], heatmap_stride: float = DEFAULT_HEATMAP_STRIDE, **_: Any) -> TargetSpec:
+def target_from_head(
+    head: nn.Module | Mapping[str, Any], heatmap_stride: float = DEFAULT_HEATMAP_STRIDE, **_: Any
+) -> TargetSpec:
     """Trace a head alone: its in_channels, and the stride its input must have.
 
     A head that upsamples by ``u`` needs features at ``heatmap_stride * u``
@@ -202,7 +208,9 @@ def target_from_head(head: nn.Module | Mapping[str, Any], heatmap_stride: float 
     module: nn.Module = build_model(head) if isinstance(head, Mapping) else head
     channels = getattr(module, "in_channels", None)
     if not isinstance(channels, int):
-        raise TargetError(f"head {type(module).__name__} has no integer in_channels; pass the target as CHANNELS@STRIDE")
+        raise TargetError(
+            f"head {type(module).__name__} has no integer in_channels; pass the target as CHANNELS@STRIDE"
+        )
     upsample = _head_upsample(module, channels, (16, 12))
     stride = exact(heatmap_stride * upsample)
     return TargetSpec(

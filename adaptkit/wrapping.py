@@ -124,7 +124,9 @@ def wrap_config(
     if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
         raise EmitError(f"folder {str(out_path.parent)!r} does not exist; create it first")
     if not is_config_source(config):
-        raise TargetError(f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}")
+        raise TargetError(
+            f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}"
+        )
     if is_config_source(source):
         raise TargetError("wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config")
     if checkpoint is not None and not Path(checkpoint).is_file():
@@ -176,7 +178,9 @@ def _aux_entries(result: Any, target: Any, aux_heads: list[tuple[str, float]], b
     from .estimator import aux_head_config, aux_model_entries, plan_aux
 
     configs = [
-        aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17, index=None if len(aux_heads) == 1 else i)
+        aux_head_config(
+            plan_aux(result, target, path), weight, target.num_keypoints or 17, index=None if len(aux_heads) == 1 else i
+        )
         for i, (path, weight) in enumerate(aux_heads)
     ]
     return aux_model_entries(configs, base_type=base_type)

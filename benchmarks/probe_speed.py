@@ -43,7 +43,9 @@ def seconds(fn, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median); real forwards run once at 1024x2048")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per measurement (median); real forwards run once at 1024x2048"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     import torchinfo
@@ -74,11 +76,20 @@ def main() -> None:
                      torchinfo_s=t_info, forward_s=t_real, speedup_vs_torchinfo=t_info / t_probe,
                      speedup_vs_forward=t_real / t_probe)
             )  # fmt: skip
-            print(f"{name} {shape}: probe {t_probe:.3f}s torchinfo {t_info:.3f}s forward {t_real:.3f}s", file=sys.stderr)
+            print(
+                f"{name} {shape}: probe {t_probe:.3f}s torchinfo {t_info:.3f}s forward {t_real:.3f}s", file=sys.stderr
+            )
 
     device_label = device_name(device)
     table = Table(title=f"probe speed on {device_label} (torch {torch.__version__})", title_justify="left")
-    for column in ("backbone", "input", "adaptkit.probe", "torchinfo.summary", "one real forward", "probe vs torchinfo"):
+    for column in (
+        "backbone",
+        "input",
+        "adaptkit.probe",
+        "torchinfo.summary",
+        "one real forward",
+        "probe vs torchinfo",
+    ):
         table.add_column(column, justify="left" if column in ("backbone", "input") else "right")
     for r in rows:
         table.add_row(r["backbone"], r["input"], f"{r['probe_s']:.3f} s ({r['probe_mode']})", f"{r['torchinfo_s']:.3f} s",
@@ -86,7 +97,9 @@ def main() -> None:
     Console(width=140).print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"probe_speed-{slug(device_label)}.json"
-    path.write_text(json.dumps(dict(device=device_label, torch=torch.__version__, repeat=args.repeat, rows=rows), indent=2))
+    path.write_text(
+        json.dumps(dict(device=device_label, torch=torch.__version__, repeat=args.repeat, rows=rows), indent=2)
+    )
     print(f"wrote {path}")
 
 

@@ -23,7 +23,9 @@ HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210
 class TinyViT(nn.Module):
     """Patch-16 embedding, a class token, position embeddings resized to the input, a few encoder layers."""
 
-    def __init__(self, dim: int = 192, depth: int = 2, heads: int = 3, patch: int = 16, grid: tuple[int, int] = (16, 12)):
+    def __init__(
+        self, dim: int = 192, depth: int = 2, heads: int = 3, patch: int = 16, grid: tuple[int, int] = (16, 12)
+    ):
         super().__init__()
         self.patch = patch
         self.embed = nn.Conv2d(3, dim, patch, patch)

@@ -28,7 +28,16 @@ def test_plan_table_shows_both_sides_and_the_chain(run_cli):
 
 def test_plan_select_and_adapt_head(run_cli):
     code, out, err = run_cli(
-        "plan", "sctnet-s", "--target", "32@4", "--input", "2x3x256x192", "--select", "2.1.2", "--strategy", "adapt-head"
+        "plan",
+        "sctnet-s",
+        "--target",
+        "32@4",
+        "--input",
+        "2x3x256x192",
+        "--select",
+        "2.1.2",
+        "--strategy",
+        "adapt-head",
     )
     assert code == 0, err
     assert "selected by the user" in out and "project" not in out.split("adapter chain")[1].split("why")[0]
@@ -91,7 +100,9 @@ def test_wrap_checkpoint_partial_refused_then_allowed(tmp_path, run_cli):
     ckpt = tmp_path / "partial.pth"
     torch.save(state, ckpt)
     out_file = tmp_path / "frag.py"
-    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt)))
+    line = one_error_line(
+        *run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt))
+    )
     assert "missing" in line and "--allow-partial" in line
     assert not out_file.exists()
     code, out, err = run_cli(
@@ -111,7 +122,9 @@ def test_wrap_corrupt_checkpoint_is_one_line(content, tmp_path, run_cli):
     ckpt = tmp_path / "broken.pth"
     ckpt.write_bytes(content)
     out_file = tmp_path / "frag.py"
-    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt)))
+    line = one_error_line(
+        *run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--checkpoint", str(ckpt))
+    )
     assert "broken.pth" in line
     assert not out_file.exists()
 
@@ -119,7 +132,9 @@ def test_wrap_corrupt_checkpoint_is_one_line(content, tmp_path, run_cli):
 def test_wrap_checkpoint_without_tensors_is_one_line(tmp_path, run_cli):
     ckpt = tmp_path / "empty.pth"
     torch.save({"meta": {"epoch": 3}}, ckpt)
-    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(tmp_path / "f.py"), "--checkpoint", str(ckpt)))
+    line = one_error_line(
+        *run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(tmp_path / "f.py"), "--checkpoint", str(ckpt))
+    )
     assert "tensor" in line
 
 
@@ -172,7 +187,11 @@ def test_wrap_aux_head_trains_with_its_own_loss(tmp_path, run_cli):
 
 @pytest.mark.parametrize(
     "aux, expected",
-    [("9:0.4", "no feature at path '9'"), ("1:-1", "must be a positive number"), ("1:abc", "must be a positive number")],
+    [
+        ("9:0.4", "no feature at path '9'"),
+        ("1:-1", "must be a positive number"),
+        ("1:abc", "must be a positive number"),
+    ],
 )
 def test_wrap_bad_aux_is_one_line_and_writes_nothing(aux, expected, tmp_path, run_cli):
     out_file = tmp_path / "frag.py"

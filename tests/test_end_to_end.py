@@ -142,9 +142,7 @@ def test_user_file_backbone_end_to_end(tmp_path, run_cli):
         "        return {'c4': a.permute(0, 2, 3, 1), 'c8': self.down(a)}\n"
     )
     fragment = tmp_path / "fragment.py"
-    code, out, err = run_cli(
-        "wrap", f"{source}:TinyNet", "--arg", "width=8", "--target", HRNET, "--out", str(fragment)
-    )
+    code, out, err = run_cli("wrap", f"{source}:TinyNet", "--arg", "width=8", "--target", HRNET, "--out", str(fragment))
     assert code == 0, err
     text = fragment.read_text()
     assert "kwargs=dict(" in text and "width=8" in text

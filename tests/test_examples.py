@@ -11,9 +11,7 @@ from .conftest import ROOT
 
 
 def run_example(*argv: str) -> str:
-    result = subprocess.run(
-        [sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, timeout=900
-    )
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

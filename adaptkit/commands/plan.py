@@ -35,7 +35,10 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, target_help: str | No
 
 def _fmt(values: object) -> str:
     if isinstance(values, (tuple, list)):
-        items = [int(v) if isinstance(v, float) and v.is_integer() else (round(v, 3) if isinstance(v, float) else v) for v in values]
+        items = [
+            int(v) if isinstance(v, float) and v.is_integer() else (round(v, 3) if isinstance(v, float) else v)
+            for v in values
+        ]
         return "x".join(str(v) for v in items)
     return str(values)
 
@@ -79,7 +82,9 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         elif f.alias_of is not None:
             mark = f"same tensor as {f.alias_of}"
         style = "bold green" if f.path == adapter_plan.feature.path else None
-        side.add_row(f.path or "<tensor>", _fmt(f.shape), str(f.channels), _fmt(f.stride), f.layout.value, mark, style=style)
+        side.add_row(
+            f.path or "<tensor>", _fmt(f.shape), str(f.channels), _fmt(f.stride), f.layout.value, mark, style=style
+        )
     side.add_section()
     head = target.head_type or "head"
     side.add_row(

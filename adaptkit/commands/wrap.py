@@ -14,11 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("wrap", help="write an mmengine config fragment that uses SOURCE in a stock config")
     add_source_arguments(parser, input_default=None)
     add_plan_arguments(parser, target_help="a config file or mmpose::path/to/config.py")
-    parser.add_argument("--input", dest="input_shape", metavar="BxCxHxW", help="probe shape (default: the config's input size, batch 2)")
+    parser.add_argument(
+        "--input", dest="input_shape", metavar="BxCxHxW", help="probe shape (default: the config's input size, batch 2)"
+    )
     parser.add_argument("--out", required=True, metavar="FRAGMENT.py", help="where to write the fragment")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--checkpoint", metavar="FILE", help="a local backbone checkpoint, loaded through init_cfg")
-    parser.add_argument("--allow-partial", action="store_true", help="accept a checkpoint that does not cover every weight")
+    parser.add_argument(
+        "--allow-partial", action="store_true", help="accept a checkpoint that does not cover every weight"
+    )
     parser.add_argument(
         "--aux",
         action="append",
