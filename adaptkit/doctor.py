@@ -309,6 +309,21 @@ def _opencv_numpy(stack: Stack) -> Iterable[Finding]:
         )
 
 
+def _weights_only_checkpoints(stack: Stack) -> Iterable[Finding]:
+    torch_version = stack.version("torch")
+    mmengine = stack.version("mmengine")
+    if torch_version is not None and mmengine is not None and _at_least(torch_version, "2.6"):
+        yield Finding(
+            Severity.WARN,
+            f"torch {torch_version} loads with weights_only=True by default, and mmengine {mmengine}'s load_checkpoint "
+            "does not say otherwise: Runner checkpoints (they hold numpy and logging state) fail in "
+            "mmpose.apis.init_model, load_from and resume with 'Weights only load failed'",
+            "for checkpoints you made yourself: export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, or save the bare "
+            "state_dict (adaptkit's loader reads it with weights_only=True)",
+            "torch-weights-only",
+        )
+
+
 def _setuptools_pkg_resources(stack: Stack) -> Iterable[Finding]:
     if stack.has("mmengine") and _at_least(stack.version("setuptools"), "81"):
         yield Finding(
@@ -371,6 +386,7 @@ RULES: tuple[Rule, ...] = (
     _mmpose_bounds,
     _numpy_xtcocotools,
     _opencv_numpy,
+    _weights_only_checkpoints,
     _setuptools_pkg_resources,
     _torchvision_import,
     _torchvision_pair,
