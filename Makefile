@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check adaptkit tests benchmarks examples
+	$(BIN)/ruff check adaptkit tests benchmarks examples adapters
 	$(BIN)/mypy
 
 # Regenerate the committed fragments under adapters/.

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AdaptkitError",
     "InputShapeError",
+    "OptionError",
     "SourceError",
     "ProbeError",
     "TargetError",
@@ -30,6 +31,10 @@ class AdaptkitError(Exception):
 
 class InputShapeError(AdaptkitError, ValueError):
     """A malformed input shape such as ``2x3x640`` or ``2x3x0x640``."""
+
+
+class OptionError(AdaptkitError, ValueError):
+    """An option value adaptkit does not know (a probe mode, a device name...)."""
 
 
 class SourceError(AdaptkitError, LookupError):

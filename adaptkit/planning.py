@@ -28,6 +28,7 @@ from .records import (
     TargetSpec,
     parse_enum,
 )
+from .units import format_count, format_stride
 
 __all__ = ["plan", "plan_features", "choose_feature", "plan_to_dict", "plan_from_dict"]
 
@@ -118,16 +119,11 @@ def choose_feature(result: ProbeResult, target: TargetSpec, select: str | None =
     return best, reason
 
 
-def _fmt_stride(stride: Sequence[float]) -> str:
-    a, b = (int(s) if float(s).is_integer() else round(float(s), 3) for s in stride)
-    return f"{a}" if a == b else f"{a}x{b}"
-
-
 def _explain_choice(best: FeatureSpec, candidates: list[FeatureSpec], target: TargetSpec) -> str:
     same = [f for f in candidates if f.stride == best.stride and f is not best]
-    words = f"stride {_fmt_stride(best.stride)} is the closest to the target's {_fmt_stride(target.stride)}"
+    words = f"stride {format_stride(best.stride)} is the closest to the target's {format_stride(target.stride)}"
     if best.stride == target.stride:
-        words = f"stride {_fmt_stride(best.stride)} matches the target's exactly"
+        words = f"stride {format_stride(best.stride)} matches the target's exactly"
     fewer = [f for f in same if f.channels < best.channels]
     ties = [f for f in same if f.channels == best.channels]
     if fewer:
@@ -136,13 +132,6 @@ def _explain_choice(best: FeatureSpec, candidates: list[FeatureSpec], target: Ta
     if ties:
         words += f"; it comes before {', '.join(repr(f.path) for f in ties)} with as many channels"
     return words
-
-
-def _count(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
 
 
 def _shape_nchw(batch: int, channels: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -238,7 +227,7 @@ def plan_features(
     needs_project = out_channels != feature.channels
     needs_resize = size != feature.spatial
     project_why = f"1x1 conv {feature.channels} -> {out_channels} channels (the head's in_channels)"
-    resize_why = f"bilinear {feature.spatial[0]}x{feature.spatial[1]} -> {size[0]}x{size[1]} (stride {_fmt_stride(feature.stride)} -> {_fmt_stride(target.stride)})"
+    resize_why = f"bilinear {feature.spatial[0]}x{feature.spatial[1]} -> {size[0]}x{size[1]} (stride {format_stride(feature.stride)} -> {format_stride(target.stride)})"
     if needs_project and needs_resize:
         a1 = _project_step(shape, out_channels, project_why)
         a2 = _resize_step(a1.out_shape, size, resize_why)
@@ -251,7 +240,7 @@ def plan_features(
         where = "lower" if _numel(projected_at) <= _numel(other) else "higher"
         cheaper = replace(
             chosen,
-            why=f"{project_why}, at the {where} resolution ({_count(min(cost_a, cost_b))} MACs vs {_count(max(cost_a, cost_b))} the other way)",
+            why=f"{project_why}, at the {where} resolution ({format_count(min(cost_a, cost_b))} MACs vs {format_count(max(cost_a, cost_b))} the other way)",
         )
         steps.extend([cheaper, a2] if project_first else [b1, cheaper])
     elif needs_project:

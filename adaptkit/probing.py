@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from .errors import InputShapeError, ProbeError
+from .errors import InputShapeError, OptionError, ProbeError
 from .records import FeatureSpec, LayerRow, Layout, ProbeMode, ProbeResult, parse_enum
 from .shapes import parse_input_shape
 from .tree import iter_tensors
@@ -118,10 +118,13 @@ def probe(
     if not isinstance(model, nn.Module):
         raise ProbeError(f"probe needs a torch.nn.Module, got {type(model).__name__}; build the backbone first")
     shape = parse_input_shape(input_shape)
-    trace_mode = parse_enum(TraceMode, mode, "probe mode")
+    try:
+        trace_mode = parse_enum(TraceMode, mode, "probe mode")
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
     second = _check_size(second_size) if second_size is not None else None
     if isinstance(real_fallback_size, bool) or not isinstance(real_fallback_size, int) or real_fallback_size < 16:
-        raise ValueError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
+        raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
@@ -261,8 +264,9 @@ class _ShapeOnlyNorms(TorchFunctionMode):
 
 
 def _check_batch_norm(x: torch.Tensor, *args: Any, training: bool = False, **kwargs: Any) -> None:
-    if (args[4] if len(args) > 4 else training) and x.dim() >= 2:
-        F._verify_batch_size(x.size())
+    # the check F.batch_norm makes in train mode: statistics need more than one value per channel
+    if (args[4] if len(args) > 4 else training) and x.dim() >= 2 and x.shape[1] and x.numel() // x.shape[1] == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
 
 
 def _check_layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], *args: Any, **kwargs: Any) -> None:
@@ -587,7 +591,7 @@ def _real_device(model: nn.Module, device: str | torch.device | None) -> torch.d
         try:
             return torch.device(device)
         except (RuntimeError, TypeError):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+            raise OptionError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.device.type != "meta":
             return tensor.device

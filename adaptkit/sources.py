@@ -59,7 +59,7 @@ def source_kind(source: str) -> str:
     return SourceKind.ZOO
 
 
-def resolve_source(source: str, **kwargs: Any) -> nn.Module:
+def resolve_source(source: str, /, **kwargs: Any) -> nn.Module:
     """Build the backbone named by ``source``; ``kwargs`` go to its constructor.
 
     Raises SourceError (or ConfigError for configs) with one line saying what

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -221,8 +221,3 @@ def target_from_head(
         head_upsample=exact(upsample),  # type: ignore[arg-type]
         source=type(module).__name__,
     )
-
-
-def with_channels(target: TargetSpec, channels: int) -> TargetSpec:
-    """The same target with another channel count (the adapt-head strategy)."""
-    return replace(target, channels=channels)

@@ -110,7 +110,7 @@ def wrap_config(
     from pathlib import Path
 
     from .emitting import FragmentRequest, base_reference, fragment_text, write_atomic
-    from .errors import CheckpointError, EmitError, TargetError
+    from .errors import CheckpointError, EmitError, SourceError, TargetError
     from .openmmlab import load_config
     from .planning import plan
     from .probing import probe
@@ -119,6 +119,8 @@ def wrap_config(
     from .targets import target_from_config
 
     out_path = Path(out)
+    if out_path.is_dir():
+        raise EmitError(f"{str(out_path)!r} is a directory; give a file name such as fragment.py")
     if out_path.exists() and not force:
         raise EmitError(f"{str(out_path)!r} exists; pass --force to overwrite it")
     if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
@@ -128,7 +130,10 @@ def wrap_config(
             f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}"
         )
     if is_config_source(source):
-        raise TargetError("wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config")
+        raise SourceError(
+            "wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config: "
+            "the config's own backbone is already in it"
+        )
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
     from .estimator import check_weight, parse_aux
@@ -143,7 +148,8 @@ def wrap_config(
         report = load_checkpoint(model, checkpoint, allow_partial=allow_partial)
     target = target_from_config(config)
     if input_shape is None:
-        assert target.input_size is not None  # target_from_config requires a codec
+        if target.input_size is None:
+            raise TargetError(f"config {config!r} names no codec input_size; pass --input BxCxHxW")
         input_shape = (2, 3, target.input_size[1], target.input_size[0])
     shape = parse_input_shape(input_shape)
     result = probe(model, shape)

@@ -50,9 +50,13 @@ def main() -> None:
 
     source = f"{Path(__file__).resolve()}:MyBackbone"
     work = Path(tempfile.mkdtemp(prefix="adaptkit-own-"))
-    assert adaptkit(["probe", source, "--arg", "width=48", "--input", "2x3x256x192"]) == 0
     fragment = work / "my_fragment.py"
-    assert adaptkit(["wrap", source, "--arg", "width=48", "--target", CROWDPOSE, "--out", str(fragment)]) == 0
+    for argv in (
+        ["probe", source, "--arg", "width=48", "--input", "2x3x256x192"],
+        ["wrap", source, "--arg", "width=48", "--target", CROWDPOSE, "--out", str(fragment)],
+    ):
+        if adaptkit(argv):
+            raise SystemExit(2)
     train_smoke(fragment, work / "train", num_images=2, batch_size=2)
     print(f"trained one epoch: {work / 'train' / 'epoch_1.pth'}")
 

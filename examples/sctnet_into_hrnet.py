@@ -17,27 +17,35 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
-from adaptkit.cli import main as adaptkit
+from adaptkit.cli import main as adaptkit_cli
 
 HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
 
 
+def adaptkit(argv: list[str]) -> None:
+    """Run one adaptkit command as the shell would; stop the demo if it fails."""
+    code = adaptkit_cli(argv)
+    if code:
+        sys.exit(code)
+
+
 def run(work_dir: Path, backbone: str = "sctnet") -> None:
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True)
     fragment = work_dir / "sctnet_hrnet-w32_coco.py"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fragment.unlink(missing_ok=True)  # only what an earlier run of the demo wrote
+    shutil.rmtree(work_dir / "train", ignore_errors=True)
 
     print(f"\n$ adaptkit probe {backbone} --input 2x3x640x640")
-    assert adaptkit(["probe", backbone, "--input", "2x3x640x640"]) == 0
+    adaptkit(["probe", backbone, "--input", "2x3x640x640"])
 
     print(f"\n$ adaptkit plan {backbone} --target {HRNET} --input 2x3x256x192")
-    assert adaptkit(["plan", backbone, "--target", HRNET, "--input", "2x3x256x192"]) == 0
+    adaptkit(["plan", backbone, "--target", HRNET, "--input", "2x3x256x192"])
 
     print(f"\n$ adaptkit wrap {backbone} --target {HRNET} --out {fragment}")
-    assert adaptkit(["wrap", backbone, "--target", HRNET, "--out", str(fragment)]) == 0
+    adaptkit(["wrap", backbone, "--target", HRNET, "--out", str(fragment)])
     print(fragment.read_text())
 
     print("# build the estimator from the fragment and train one epoch on synthetic data (CPU)")

@@ -152,6 +152,10 @@ def test_wrap_checkpoint_without_tensors_is_one_line(tmp_path, run_cli):
         (["wrap", "sctnet-s", "--target", HRNET, "--out", "/no/such/dir/x.py"], "does not exist"),
         (["wrap", "sctnet-s", "--target", HRNET, "--out", "x.py", "--checkpoint", "/no/ckpt.pth"], "does not exist"),
         (["plan", "sctnet-s", "--target", "mmpose::no/such.py"], "not in the installed mmpose"),
+        (["plan", "sctnet-s", "--target", "32@4", "--arg", "source=1"], "unexpected keyword argument 'source'"),
+        (["plan", "sctnet-s", "--target", "32@4", "--arg", "x={[1]: 2}"], "not a Python literal"),
+        (["wrap", "sctnet-s", "--target", HRNET, "--out", "."], "is a directory"),
+        (["wrap", HRNET, "--target", HRNET, "--out", "x.py"], "needs a backbone SOURCE"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, expected, run_cli, tmp_path, monkeypatch):

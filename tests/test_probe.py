@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import adaptkit
-from adaptkit import InputShapeError, Layout, ProbeError, ProbeMode
+from adaptkit import InputShapeError, Layout, OptionError, ProbeError, ProbeMode
 from adaptkit.probing import TraceMode, probe
 
 # ---------------------------------------------------------------------------- backbones
@@ -508,11 +508,11 @@ def test_bad_input_shapes(shape, message):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="unknown probe mode 'fast'"):
+    with pytest.raises(OptionError, match="unknown probe mode 'fast'"):
         probe(Pyramid(), "1x3x32x32", mode="fast")
     with pytest.raises(InputShapeError, match="second_size"):
         probe(Pyramid(), "1x3x32x32", second_size=(0, 3))
-    with pytest.raises(ValueError, match="real_fallback_size"):
+    with pytest.raises(OptionError, match="real_fallback_size"):
         probe(Pyramid(), "1x3x32x32", real_fallback_size=4)
     with pytest.raises(ProbeError, match="needs a torch.nn.Module"):
         probe("resnet", "1x3x32x32")

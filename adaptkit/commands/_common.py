@@ -61,4 +61,6 @@ def parse_kwargs(items: list[str]) -> dict[str, Any]:
             kwargs[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             kwargs[key] = raw  # a bare word is a string
+        except (TypeError, MemoryError, RecursionError):
+            raise SourceError(f"--arg {item!r}: {raw!r} is not a Python literal adaptkit can read") from None
     return kwargs

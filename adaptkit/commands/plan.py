@@ -6,6 +6,7 @@ import argparse
 
 from rich.table import Table
 
+from ..units import format_count, format_shape, format_stride
 from ._common import add_source_arguments, parse_kwargs, print_json, stdout_console
 
 
@@ -33,23 +34,6 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, target_help: str | No
     )
 
 
-def _fmt(values: object) -> str:
-    if isinstance(values, (tuple, list)):
-        items = [
-            int(v) if isinstance(v, float) and v.is_integer() else (round(v, 3) if isinstance(v, float) else v)
-            for v in values
-        ]
-        return "x".join(str(v) for v in items)
-    return str(values)
-
-
-def _count(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..planning import plan, plan_to_dict
     from ..probing import probe
@@ -72,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-untyped-def]
     console = stdout_console()
     target = adapter_plan.target
-    side = Table(title=f"{source} at {_fmt(result.input_shape)} -> {target.source}", title_justify="left")
+    side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
     for column in ("path", "shape", "ch", "stride", "layout", ""):
         side.add_column(column)
     for f in result.features:
@@ -83,7 +67,13 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             mark = f"same tensor as {f.alias_of}"
         style = "bold green" if f.path == adapter_plan.feature.path else None
         side.add_row(
-            f.path or "<tensor>", _fmt(f.shape), str(f.channels), _fmt(f.stride), f.layout.value, mark, style=style
+            f.path or "<tensor>",
+            format_shape(f.shape),
+            str(f.channels),
+            format_stride(f.stride),
+            f.layout.value,
+            mark,
+            style=style,
         )
     side.add_section()
     head = target.head_type or "head"
@@ -91,7 +81,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         f"{head} expects",
         "",
         str(adapter_plan.out_channels),
-        _fmt(target.stride),
+        format_stride(target.stride),
         target.layout.value,
         f"{target.num_keypoints} keypoints" if target.num_keypoints else "",
         style="bold",
@@ -104,12 +94,12 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     for step in adapter_plan.steps:
         chain.add_row(
             step.kind.value,
-            f"{_fmt(step.in_shape)} -> {_fmt(step.out_shape)}",
-            _count(step.macs),
-            _count(step.bytes),
-            _count(step.params),
+            f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
+            format_count(step.macs),
+            format_count(step.bytes),
+            format_count(step.params),
             step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
         )
     console.print(chain)
     console.print(f"why {adapter_plan.feature.path!r}: {adapter_plan.reason}")
-    console.print(f"adapter total: {_count(adapter_plan.macs)} MACs, {_count(adapter_plan.params)} params")
+    console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")

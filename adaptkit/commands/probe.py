@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 from rich.text import Text
 
+from ..units import format_shape, format_stride
 from ._common import add_source_arguments, parse_kwargs, print_json, stdout_console
 
 if TYPE_CHECKING:
@@ -99,15 +100,15 @@ def feature_notes(feature: FeatureSpec) -> str:
 
 def render_probe(result: ProbeResult, source: str) -> None:
     console = stdout_console()
-    shape = _fmt_shape(result.input_shape)
+    shape = format_shape(result.input_shape)
     table = Table(title=Text(f"{source} at {shape}"), title_justify="left")
     for column, justify in (("path", "left"), ("shape", "left"), ("channels", "right"), ("stride", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("layout")
     table.add_column("notes")
     for f in result.features:
-        stride = _fmt_stride(f.stride) if f.is_spatial else "-"
-        cells = (f.path or "<tensor>", _fmt_shape(f.shape), str(f.channels), stride, f.layout.value, feature_notes(f))
+        stride = format_stride(f.stride) if f.is_spatial else "-"
+        cells = (f.path or "<tensor>", format_shape(f.shape), str(f.channels), stride, f.layout.value, feature_notes(f))
         table.add_row(*(Text(cell) for cell in cells), style="dim" if f.is_input or f.alias_of is not None else None)
     console.print(table)
 
@@ -122,7 +123,7 @@ def render_probe(result: ProbeResult, source: str) -> None:
         ):
             layers.add_column(column, justify=justify)  # type: ignore[arg-type]
         for row in result.layers:
-            output = _fmt_shape(row.output_shape) if row.output_shape is not None else "-"
+            output = format_shape(row.output_shape) if row.output_shape is not None else "-"
             name = "  " * row.depth + (row.name or "(model)")
             layers.add_row(*(Text(cell) for cell in (name, row.type, str(row.depth), output, f"{row.params:,}")))
         console.print(layers)
@@ -131,18 +132,3 @@ def render_probe(result: ProbeResult, source: str) -> None:
     if result.fallback_reason:
         mode += f" (meta trace failed {result.fallback_reason})"
     console.print(Text(f"{result.params:,} parameters | mode {mode} | {result.seconds:.2f} s"))
-
-
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in shape) if shape else "scalar"
-
-
-def _fmt_number(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.3f}".rstrip("0")
-
-
-def _fmt_stride(stride: tuple[float, float]) -> str:
-    h, w = (_fmt_number(s) for s in stride)
-    return h if h == w else f"{h}x{w}"
