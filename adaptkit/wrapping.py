@@ -20,6 +20,21 @@ __all__ = ["wrap", "WrappedBackbone", "wrap_config", "WrapResult"]
 
 
 @dataclass(frozen=True)
+class DistillRequest:
+    """A feature-distillation head: align the student's feature at ``student_path`` to a frozen teacher.
+
+    ``student_path`` None means the feature the main head reads; ``teacher_select``
+    None means the teacher's last feature map.
+    """
+
+    teacher_config: str
+    teacher_checkpoint: str
+    student_path: str | None = None
+    teacher_select: str | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class WrapResult:
     """What ``wrap_config`` wrote: the plan, the fragment text, and the checkpoint check."""
 
@@ -95,13 +110,16 @@ def wrap_config(
     checkpoint: str | None = None,
     allow_partial: bool = False,
     aux: Sequence[str | tuple[str, float]] = (),
+    distill: DistillRequest | None = None,
     force: bool = False,
     command: str | None = None,
 ) -> WrapResult:
     """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
 
     ``aux`` adds auxiliary heatmap heads, each on the backbone output at a
-    path, as ``"PATH[:WEIGHT]"`` strings or ``(path, weight)`` pairs.
+    path, as ``"PATH[:WEIGHT]"`` strings or ``(path, weight)`` pairs;
+    ``distill`` adds SCTNet's channel-wise distillation head against a
+    frozen teacher.
     ``checkpoint`` is loaded into the backbone once here, so a missing,
     corrupt or ill-fitting file fails now rather than at training time.
     Everything is checked before the file is written, and the file is
@@ -155,8 +173,14 @@ def wrap_config(
     result = probe(model, shape)
     adapter_plan = plan(result, target, select=select, strategy=strategy)
     base_cfg = load_config(config)
-    extra_model = _aux_entries(result, target, aux_heads, base_cfg.model.get("type"))
-    unused_modules = _unused_modules(model, shape, [adapter_plan.feature.path, *(path for path, _ in aux_heads)])
+    head_configs = _aux_configs(result, target, aux_heads)
+    read_paths = [adapter_plan.feature.path, *(path for path, _ in aux_heads)]
+    if distill is not None:
+        student_path = distill.student_path or adapter_plan.feature.path
+        head_configs.append(_distill_config(result, shape, distill, student_path))
+        read_paths.append(student_path)
+    extra_model = _aux_entries(head_configs, base_cfg.model.get("type"))
+    unused_modules = _unused_modules(model, shape, read_paths)
     stored_source = source
     kind_path, sep, name = source.rpartition(":")
     if sep and kind_path.endswith(".py"):
@@ -177,19 +201,37 @@ def wrap_config(
     return WrapResult(plan=adapter_plan, text=text, checkpoint=report)
 
 
-def _aux_entries(result: Any, target: Any, aux_heads: list[tuple[str, float]], base_type: str | None) -> tuple:
-    """The fragment's estimator type and auxiliary heads (none: nothing)."""
-    if not aux_heads:
-        return ()
-    from .estimator import aux_head_config, aux_model_entries, plan_aux
+def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """One auxiliary heatmap head config per ``(path, weight)``."""
+    from .estimator import aux_head_config, plan_aux
 
-    configs = [
-        aux_head_config(
-            plan_aux(result, target, path), weight, target.num_keypoints or 17, index=None if len(aux_heads) == 1 else i
-        )
-        for i, (path, weight) in enumerate(aux_heads)
+    return [
+        aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17)
+        for path, weight in aux_heads
     ]
-    return aux_model_entries(configs, base_type=base_type)
+
+
+def _distill_config(result: Any, shape: Any, request: DistillRequest, student_path: str) -> dict[str, Any]:
+    """The DistillHead config: the student's feature planned onto the teacher's."""
+    from .distill import distill_head_config, plan_distill, teacher_target
+
+    teacher, teacher_path = teacher_target(request.teacher_config, shape, request.teacher_select)
+    return distill_head_config(
+        plan_distill(result, teacher, student_path),
+        request.teacher_config,
+        request.teacher_checkpoint,
+        request.weight,
+        teacher_select=teacher_path,
+    )
+
+
+def _aux_entries(head_configs: list[dict[str, Any]], base_type: str | None) -> tuple:
+    """The fragment's estimator type and auxiliary heads (none: nothing)."""
+    if not head_configs:
+        return ()
+    from .estimator import aux_model_entries
+
+    return aux_model_entries(head_configs, base_type=base_type)
 
 
 def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str, ...]:

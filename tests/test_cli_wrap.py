@@ -202,3 +202,37 @@ def test_wrap_bad_aux_is_one_line_and_writes_nothing(aux, expected, tmp_path, ru
     line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--aux", aux))
     assert expected in line
     assert not out_file.exists()
+
+
+def test_wrap_distill_and_aux_heads_train_together(tmp_path, run_cli):
+    """--aux and --distill: two auxiliary heads, named aux0 / aux1, one aligning to a frozen teacher."""
+    from adaptkit.sources import resolve_source
+    from adaptkit.synthetic import train_smoke
+
+    teacher = resolve_source(HRNET)
+    ckpt = tmp_path / "teacher.pth"
+    torch.save({"state_dict": teacher.state_dict()}, ckpt)
+    out_file = tmp_path / "frag.py"
+    argv = ["wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--aux", "1:0.4"]
+    code, _, err = run_cli(*argv, "--distill", HRNET, "--distill-checkpoint", str(ckpt), "--distill-weight", "2")
+    assert code == 0, err
+    heads = load_config(out_file).model.auxiliary_head
+    assert [h.type for h in heads] == ["AuxHeatmapHead", "DistillHead"]
+    assert heads[1].adapter.select == "0" and heads[1].adapter.out_channels == 32 and heads[1].loss_weight == 2
+    train_smoke(out_file, tmp_path / "run", num_images=2, batch_size=2, log_level="INFO")
+    log = next((tmp_path / "run").glob("*/*.log")).read_text()
+    assert "aux0_loss_kpt" in log and "aux1_loss_distill" in log
+
+
+def test_wrap_distill_needs_its_checkpoint(tmp_path, run_cli):
+    out_file = tmp_path / "frag.py"
+    line = one_error_line(*run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--distill", HRNET))
+    assert "go together" in line
+    line = one_error_line(
+        *run_cli(
+            "wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file),
+            "--distill", HRNET, "--distill-checkpoint", str(tmp_path / "none.pth"),
+        )
+    )  # fmt: skip
+    assert "does not exist" in line
+    assert not out_file.exists()

@@ -30,12 +30,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH[:WEIGHT]",
         help="add an auxiliary heatmap head on the backbone output at PATH, loss weight WEIGHT (default 0.4); repeatable",
     )
+    parser.add_argument(
+        "--distill",
+        metavar="TEACHER_CONFIG",
+        help="add a channel-wise distillation head against the frozen backbone (+neck) of this config",
+    )
+    parser.add_argument("--distill-checkpoint", metavar="FILE", help="the teacher's local checkpoint (with --distill)")
+    parser.add_argument(
+        "--distill-from", metavar="PATH", help="student feature to align (default: the one the head reads)"
+    )
+    parser.add_argument(
+        "--distill-weight", type=float, default=1.0, metavar="W", help="distillation loss weight (default 1)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the written path")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..wrapping import wrap_config
+    from ..errors import PlanError
+    from ..wrapping import DistillRequest, wrap_config
+
+    distill = None
+    if args.distill or args.distill_checkpoint:
+        if not (args.distill and args.distill_checkpoint):
+            raise PlanError("--distill TEACHER_CONFIG and --distill-checkpoint FILE go together")
+        distill = DistillRequest(args.distill, args.distill_checkpoint, args.distill_from, weight=args.distill_weight)
 
     result = wrap_config(
         args.source,
@@ -48,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         allow_partial=args.allow_partial,
         aux=args.aux,
+        distill=distill,
         force=args.force,
         command="adaptkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["wrap"] else None,
     )
@@ -60,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  select {adapter_plan.feature.path!r}: {adapter_plan.reason}")
         for step in adapter_plan.steps[1:]:
             console.print(f"  {step.kind.value}: {step.why}")
+        from ..estimator import parse_aux
+
+        for path, weight in map(parse_aux, args.aux):
+            console.print(f"  auxiliary heatmap head on {path!r}, loss weight {weight:g}")
+        if distill is not None:
+            console.print(f"  distillation head against {distill.teacher_config}, loss weight {distill.weight:g}")
     console.print(f"wrote {args.out}")
     return 0
 
