@@ -36,8 +36,10 @@ lint: $(STAMP)
 adapters: $(STAMP)
 	$(BIN)/python adapters/regenerate.py
 
+# Both benchmarks, on this machine's CPU (or the GPU when there is one): results in benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe_speed.py
+	$(BIN)/python benchmarks/adapter_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time naive, planned and fused adapters and the whole estimator",
         description=(
             "Time the adapter the naive way, as planned, and fused, plus the whole estimator, at each batch size "
-            "and input size. On two CPU cores the default run takes about 10 minutes (a call slower than --budget, "
+            "and input size. On two CPU cores the default run takes 6 to 10 minutes (a call slower than --budget, "
             "such as the whole estimator at batch 32 and 640x640, is timed once after one warm-up); --quick (about "
             "3 minutes) times the whole estimator only at the smallest batch and input and makes at most 3 timed runs."
         ),
