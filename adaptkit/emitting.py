@@ -21,7 +21,7 @@ from .errors import EmitError
 from .openmmlab import PLUGIN_MODULE
 from .records import AdapterPlan, Strategy
 
-__all__ = ["FragmentRequest", "fragment_text", "write_atomic", "format_value"]
+__all__ = ["FragmentRequest", "fragment_text", "check_destination", "write_atomic", "format_value"]
 
 _INDENT = "    "
 
@@ -130,16 +130,22 @@ def base_reference(config: str, out: Path) -> str:
         return str(path)
 
 
-def write_atomic(path: Path, text: str, force: bool = False) -> None:
-    """Write ``text`` to ``path`` in one step; refuse an existing file unless ``force``."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise EmitError(f"{str(path)!r} exists; pass --force to overwrite it")
+def check_destination(path: Path, force: bool = False) -> Path:
+    """The folder ``path`` will be written in; EmitError when it cannot be (a directory, exists, no folder)."""
     if path.is_dir():
         raise EmitError(f"{str(path)!r} is a directory; give a file name such as fragment.py")
+    if path.exists() and not force:
+        raise EmitError(f"{str(path)!r} exists; pass --force to overwrite it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise EmitError(f"folder {str(folder)!r} does not exist; create it first")
+    return folder
+
+
+def write_atomic(path: Path, text: str, force: bool = False) -> None:
+    """Write ``text`` to ``path`` in one step; refuse an existing file unless ``force``."""
+    path = Path(path)
+    folder = check_destination(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

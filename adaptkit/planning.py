@@ -62,14 +62,10 @@ def plan(
 def _probe_source(source: Any, target: TargetSpec, input_shape: Any) -> ProbeResult:
     from .probing import probe
     from .sources import resolve_source
+    from .targets import probe_shape
 
     model = resolve_source(source) if isinstance(source, str) else source
-    if input_shape is None:
-        if target.input_size is None:
-            raise PlanError("no input shape: pass input_shape (e.g. (2, 3, 256, 192)) or a config target with a codec")
-        width, height = target.input_size
-        input_shape = (1, 3, height, width)
-    return probe(model, input_shape)
+    return probe(model, probe_shape(target, input_shape))
 
 
 def _log_distance(feature: FeatureSpec, target: TargetSpec) -> float:

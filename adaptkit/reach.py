@@ -20,11 +20,12 @@ from .tree import select
 __all__ = ["unreached_parameters"]
 
 
-def unreached_parameters(model: nn.Module, input_shape: Sequence[int], path: str) -> tuple[str, ...] | None:
-    """Names of trainable parameters that do not reach the output at ``path``.
+def unreached_parameters(model: nn.Module, input_shape: Sequence[int], paths: Sequence[str]) -> tuple[str, ...] | None:
+    """Names of trainable parameters that reach none of the outputs at ``paths``.
 
-    Traced on the meta device (no arithmetic, the model untouched). Returns
-    None when the meta trace cannot run; then nothing is known.
+    One trace on the meta device (no arithmetic, the model untouched), one
+    backward from the sum of the read outputs. Returns None when the meta
+    trace cannot run; then nothing is known.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     meta = {n: torch.empty_like(p, device="meta").requires_grad_(True) for n, p in params.items()}
@@ -32,8 +33,9 @@ def unreached_parameters(model: nn.Module, input_shape: Sequence[int], path: str
     x = torch.empty(tuple(input_shape), device="meta")
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            out = select(functional_call(model, meta, (x,), strict=False), path)
-            grads = torch.autograd.grad(out.sum(), [meta[n] for n in params], allow_unused=True)
+            output = functional_call(model, meta, (x,), strict=False)
+            read = torch.stack([select(output, path).sum() for path in dict.fromkeys(paths)]).sum()
+            grads = torch.autograd.grad(read, [meta[n] for n in params], allow_unused=True)
     except Exception:  # the meta trace is a best effort; the probe reports real failures
         return None
     return tuple(n for n, g in zip(params, grads, strict=True) if g is None)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from .errors import AdaptkitError, TargetError
 from .records import Layout, TargetSpec, parse_enum
 
-__all__ = ["parse_target", "target_from_spec", "target_from_config", "target_from_head", "exact"]
+__all__ = ["parse_target", "target_from_spec", "target_from_config", "target_from_head", "exact", "probe_shape"]
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _SPEC = re.compile(rf"^\s*(\d+)\s*@\s*({_NUMBER})(?:\s*[x,]\s*({_NUMBER}))?\s*$")
@@ -30,6 +30,18 @@ DEFAULT_HEATMAP_STRIDE = 4
 def exact(value: float) -> float:
     """An int when ``value`` is whole (strides print as 4, not 4.0)."""
     return int(round(value)) if abs(value - round(value)) < 1e-9 else float(value)
+
+
+def probe_shape(target: TargetSpec, input_shape: Any = None, batch: int = 1) -> Any:
+    """``input_shape`` when given, else ``batch`` x 3 x the codec's input size; PlanError when neither exists."""
+    if input_shape is not None:
+        return input_shape
+    if target.input_size is None:
+        from .errors import PlanError
+
+        raise PlanError("no input shape: pass input_shape (e.g. (2, 3, 256, 192)) or a config target with a codec")
+    width, height = target.input_size
+    return (batch, 3, height, width)
 
 
 def parse_target(target: Any, **options: Any) -> TargetSpec:

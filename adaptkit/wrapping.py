@@ -78,7 +78,7 @@ def wrap(
     from .planning import plan
     from .probing import probe
     from .sources import resolve_source
-    from .targets import parse_target
+    from .targets import parse_target, probe_shape
 
     if not isinstance(backbone, str) and source_kwargs:
         from .errors import SourceError
@@ -88,13 +88,7 @@ def wrap(
         )
     model = resolve_source(backbone, **source_kwargs) if isinstance(backbone, str) else backbone
     spec = parse_target(target)
-    if input_shape is None and spec.input_size is not None:
-        input_shape = (1, 3, spec.input_size[1], spec.input_size[0])
-    if input_shape is None:
-        from .errors import PlanError
-
-        raise PlanError("no input shape: pass input_shape (e.g. (2, 3, 256, 192)) or a config target with a codec")
-    adapter_plan = plan(probe(model, input_shape), spec, select=select, strategy=strategy)
+    adapter_plan = plan(probe(model, probe_shape(spec, input_shape)), spec, select=select, strategy=strategy)
     return WrappedBackbone(model, build_adapter(adapter_plan), adapter_plan)
 
 
@@ -127,22 +121,17 @@ def wrap_config(
     """
     from pathlib import Path
 
-    from .emitting import FragmentRequest, base_reference, fragment_text, write_atomic
-    from .errors import CheckpointError, EmitError, SourceError, TargetError
+    from .emitting import FragmentRequest, base_reference, check_destination, fragment_text, write_atomic
+    from .errors import CheckpointError, SourceError, TargetError
     from .openmmlab import load_config
     from .planning import plan
     from .probing import probe
     from .shapes import parse_input_shape
-    from .sources import is_config_source, resolve_source
-    from .targets import target_from_config
+    from .sources import SourceKind, is_config_source, resolve_source, source_kind
+    from .targets import probe_shape, target_from_config
 
     out_path = Path(out)
-    if out_path.is_dir():
-        raise EmitError(f"{str(out_path)!r} is a directory; give a file name such as fragment.py")
-    if out_path.exists() and not force:
-        raise EmitError(f"{str(out_path)!r} exists; pass --force to overwrite it")
-    if not (out_path.parent if str(out_path.parent) else Path(".")).is_dir():
-        raise EmitError(f"folder {str(out_path.parent)!r} does not exist; create it first")
+    check_destination(out_path, force)  # before any work: the file is written last
     if not is_config_source(config):
         raise TargetError(
             f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}"
@@ -165,11 +154,8 @@ def wrap_config(
 
         report = load_checkpoint(model, checkpoint, allow_partial=allow_partial)
     target = target_from_config(config)
-    if input_shape is None:
-        if target.input_size is None:
-            raise TargetError(f"config {config!r} names no codec input_size; pass --input BxCxHxW")
-        input_shape = (2, 3, target.input_size[1], target.input_size[0])
-    shape = parse_input_shape(input_shape)
+    # batch 2: train-mode BatchNorm on a globally pooled branch (SCTNet's DAPPM) needs it
+    shape = parse_input_shape(probe_shape(target, input_shape, batch=2))
     result = probe(model, shape)
     adapter_plan = plan(result, target, select=select, strategy=strategy)
     base_cfg = load_config(config)
@@ -182,9 +168,9 @@ def wrap_config(
     extra_model = _aux_entries(head_configs, base_cfg.model.get("type"))
     unused_modules = _unused_modules(model, shape, read_paths)
     stored_source = source
-    kind_path, sep, name = source.rpartition(":")
-    if sep and kind_path.endswith(".py"):
-        stored_source = f"{Path(kind_path).resolve()}:{name}"  # the fragment may be used from another folder
+    if source_kind(source) == SourceKind.FILE:
+        file_path, _, name = source.rpartition(":")
+        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
     request = FragmentRequest(
         source=stored_source,
         source_kwargs=tuple(kwargs.items()),
@@ -238,10 +224,5 @@ def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str
     """Top-level backbone modules none of ``paths`` depends on (DDP must be told of them)."""
     from .reach import unreached_parameters
 
-    unused: set[str] | None = None
-    for path in dict.fromkeys(paths):
-        names = unreached_parameters(model, shape, path)
-        if names is None:
-            return ()  # unknown: say nothing rather than guess
-        unused = set(names) if unused is None else unused & set(names)
-    return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(unused or ())))
+    names = unreached_parameters(model, shape, paths)  # None: unknown, so say nothing rather than guess
+    return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(names or ())))
