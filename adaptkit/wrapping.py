@@ -132,6 +132,8 @@ def wrap_config(
 
     out_path = Path(out)
     check_destination(out_path, force)  # before any work: the file is written last
+    if input_shape is not None:
+        input_shape = parse_input_shape(input_shape)  # a typo fails before the backbone is built
     if not is_config_source(config):
         raise TargetError(
             f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}"
