@@ -14,14 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from adaptkit.mm.stock import FRAGMENT_NAMES as CONFIGS
+from adaptkit.mm.stock import SHIPPED_BACKBONES as BACKBONES
 
-#: fragment name part -> stock config
-CONFIGS = {
-    "hrnet-w32_coco-256x192": "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py",
-    "res50_crowdpose-256x192": "mmpose::body_2d_keypoint/topdown_heatmap/crowdpose/td-hm_res50_8xb64-210e_crowdpose-256x192.py",
-}
-BACKBONES = ("sctnet-s", "sctnet-b")
+HERE = Path(__file__).resolve().parent
 
 
 def fragments() -> dict[Path, tuple[str, str]]:
@@ -33,7 +29,7 @@ def fragments() -> dict[Path, tuple[str, str]]:
 
 def render(backbone: str, config: str, path: Path) -> str:
     """The fragment text ``adaptkit wrap`` writes for this pair."""
-    from adaptkit.wrapping import wrap_config
+    from adaptkit.mm.fragments import wrap_config
 
     with tempfile.TemporaryDirectory() as tmp:
         text = wrap_config(

@@ -6,7 +6,17 @@ mmengine and mmpose are imported only by the functions that need them.
 
 from __future__ import annotations
 
-from .errors import (
+from adaptkit.core.records import (
+    AdapterPlan,
+    FeatureSpec,
+    Layout,
+    PlanStep,
+    ProbeMode,
+    ProbeResult,
+    Strategy,
+    TargetSpec,
+)
+from adaptkit.errors import (
     AdaptkitError,
     BenchError,
     BuildError,
@@ -22,7 +32,6 @@ from .errors import (
     SourceError,
     TargetError,
 )
-from .records import AdapterPlan, FeatureSpec, Layout, PlanStep, ProbeMode, ProbeResult, Strategy, TargetSpec
 
 __version__ = "0.1.0"
 
@@ -60,13 +69,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "probe": ("probing", "probe"),
-    "plan": ("planning", "plan"),
-    "wrap": ("wrapping", "wrap"),
-    "fuse": ("fusion", "fuse"),
+    "probe": ("core.probing", "probe"),
+    "plan": ("api", "plan"),
+    "wrap": ("api", "wrap"),
+    "fuse": ("core.fusion", "fuse"),
     "resolve_source": ("sources", "resolve_source"),
-    "parse_target": ("targets", "parse_target"),
-    "TraceMode": ("probing", "TraceMode"),
+    "parse_target": ("api", "parse_target"),
+    "TraceMode": ("core.probing", "TraceMode"),
 }
 
 

@@ -17,23 +17,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from .errors import AdaptkitError, ConfigError, SourceError
-from .zoo import ZOO, build_zoo_model
+from adaptkit.errors import AdaptkitError, SourceError
+from adaptkit.zoo import ZOO, build_zoo_model
 
-__all__ = ["resolve_source", "SourceKind", "source_kind", "ConfigBackbone", "is_config_source"]
-
-
-class ConfigBackbone(nn.Module):
-    """A config's backbone followed by its neck, as the estimator runs them."""
-
-    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-
-    def forward(self, x: Any) -> Any:
-        feats = self.backbone(x)
-        return self.neck(feats) if self.neck is not None else feats
+__all__ = ["resolve_source", "SourceKind", "source_kind", "is_config_source"]
 
 
 class SourceKind:
@@ -74,7 +61,9 @@ def resolve_source(source: str, /, **kwargs: Any) -> nn.Module:
     if kind == SourceKind.CONFIG:
         if kwargs:
             raise SourceError("--arg does not apply to a config SOURCE; edit the config's backbone instead")
-        return _from_config(source)
+        from adaptkit.mm.openmmlab import build_config_backbone  # reading a config is OpenMMLab integration
+
+        return build_config_backbone(source)
     if kind == SourceKind.ZOO:
         return _from_zoo(source, kwargs)
     target, _, attr = source.rpartition(":")
@@ -168,15 +157,3 @@ def _instantiate(factory: Any, source: str, kwargs: dict[str, Any]) -> nn.Module
     if not isinstance(model, nn.Module):
         raise SourceError(f"{source!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _from_config(source: str) -> nn.Module:
-    from .openmmlab import build_model, load_config
-
-    cfg = load_config(source)
-    model_cfg = cfg.get("model")
-    if model_cfg is None or "backbone" not in model_cfg:
-        raise ConfigError(f"config {source!r} has no model.backbone to probe")
-    backbone = build_model(model_cfg["backbone"])
-    neck = build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
-    return ConfigBackbone(backbone, neck)

@@ -46,7 +46,7 @@ class MyBackbone(nn.Module):
 
 def main() -> None:
     from adaptkit.cli import main as adaptkit
-    from adaptkit.synthetic import train_smoke
+    from adaptkit.mm.synthetic import train_smoke
 
     source = f"{Path(__file__).resolve()}:MyBackbone"
     work = Path(tempfile.mkdtemp(prefix="adaptkit-own-"))

@@ -51,8 +51,8 @@ def run(work_dir: Path, backbone: str = "sctnet") -> None:
     print("# build the estimator from the fragment and train one epoch on synthetic data (CPU)")
     import torch
 
-    from adaptkit.openmmlab import build_model, load_config
-    from adaptkit.synthetic import train_smoke
+    from adaptkit.mm.openmmlab import build_model, load_config
+    from adaptkit.mm.synthetic import train_smoke
 
     model = build_model(load_config(fragment).model)
     model.eval()

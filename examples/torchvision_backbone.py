@@ -45,9 +45,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import adaptkit
-    from adaptkit.openmmlab import build_model, load_config
-    from adaptkit.synthetic import train_smoke
-    from adaptkit.wrapping import wrap_config
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
+    from adaptkit.mm.synthetic import train_smoke
 
     source = f"{Path(__file__).resolve()}:{args.model}_features"
     result = adaptkit.probe(adaptkit.resolve_source(source), (2, 3, 256, 192))

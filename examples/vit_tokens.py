@@ -45,8 +45,8 @@ class TinyViT(nn.Module):
 
 def main() -> None:
     import adaptkit
-    from adaptkit.openmmlab import build_model, load_config
-    from adaptkit.wrapping import wrap_config
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
 
     source = f"{Path(__file__).resolve()}:TinyViT"
     result = adaptkit.probe(adaptkit.resolve_source(source), (2, 3, 256, 192))

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from adaptkit.mm.stock import FRAGMENT_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
-HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
-CROWDPOSE = "mmpose::body_2d_keypoint/topdown_heatmap/crowdpose/td-hm_res50_8xb64-210e_crowdpose-256x192.py"
 ADAPTERS = ROOT / "adapters"
 
 
 def shipped_fragment(backbone: str, config: str) -> Path:
-    name = "hrnet-w32_coco-256x192" if config == HRNET else "res50_crowdpose-256x192"
+    name = next(part for part, stock in FRAGMENT_NAMES.items() if stock == config)
     return ADAPTERS / f"{backbone}_{name}.py"
 
 

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from adaptkit.emitting import format_value
+from adaptkit.core.emitting import format_value
+from adaptkit.core.planning import plan_features
+from adaptkit.core.probing import probe
+from adaptkit.core.records import ProbeResult, Strategy, TargetSpec
 from adaptkit.errors import BuildError, ConfigError, PlanError
-from adaptkit.estimator import (
+from adaptkit.mm.estimator import (
     DEFAULT_AUX_WEIGHT,
     AuxHeatmapHead,
     AuxiliaryHead,
@@ -27,12 +30,9 @@ from adaptkit.estimator import (
     parse_aux,
     plan_aux,
 )
-from adaptkit.openmmlab import build_model, load_config
-from adaptkit.planning import plan_features
-from adaptkit.probing import probe
-from adaptkit.records import ProbeResult, Strategy, TargetSpec
+from adaptkit.mm.fragments import wrap_config
+from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source
-from adaptkit.wrapping import wrap_config
 
 from .conftest import HRNET
 
@@ -398,8 +398,8 @@ def test_aux_model_entries(wrapped: Wrapped) -> None:
 def test_runner_trains_with_an_aux_head(wrapped: Wrapped, tmp_path: Path) -> None:
     from mmengine.runner import Runner
 
-    from adaptkit.openmmlab import quiet
-    from adaptkit.synthetic import smoke_config, write_keypoint_dataset
+    from adaptkit.mm.openmmlab import quiet
+    from adaptkit.mm.synthetic import smoke_config, write_keypoint_dataset
 
     data = tmp_path / "data"
     write_keypoint_dataset(data, num_images=4, num_keypoints=17)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from adaptkit import BenchError, ConfigError
-from adaptkit.benchmarking import (
+from adaptkit.bench.benchmarking import (
     BenchRequest,
     BenchResult,
     Device,

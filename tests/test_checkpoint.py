@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from adaptkit.checkpoint import LoadReport, load_checkpoint, match_keys, read_state_dict
 from adaptkit.errors import CheckpointError
+from adaptkit.mm.checkpoint import LoadReport, load_checkpoint, match_keys, read_state_dict
 from adaptkit.zoo.sctnet import sctnet_s
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptkit.openmmlab import build_model, load_config
+from adaptkit.mm.openmmlab import build_model, load_config
 
 from .conftest import CROWDPOSE, HRNET
 
@@ -174,7 +174,7 @@ def test_unreadable_config_target(tmp_path, run_cli):
 
 def test_wrap_aux_head_trains_with_its_own_loss(tmp_path, run_cli):
     """--aux 1:0.4: SCTNet's deep-supervision setting, with no patch to TopdownPoseEstimator."""
-    from adaptkit.synthetic import train_smoke
+    from adaptkit.mm.synthetic import train_smoke
 
     out_file = tmp_path / "frag.py"
     code, _, err = run_cli("wrap", "sctnet-s", "--target", HRNET, "--out", str(out_file), "--aux", "1:0.4")
@@ -206,8 +206,8 @@ def test_wrap_bad_aux_is_one_line_and_writes_nothing(aux, expected, tmp_path, ru
 
 def test_wrap_distill_and_aux_heads_train_together(tmp_path, run_cli):
     """--aux and --distill: two auxiliary heads, named aux0 / aux1, one aligning to a frozen teacher."""
+    from adaptkit.mm.synthetic import train_smoke
     from adaptkit.sources import resolve_source
-    from adaptkit.synthetic import train_smoke
 
     teacher = resolve_source(HRNET)
     ckpt = tmp_path / "teacher.pth"

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from adaptkit.distill import (
+from adaptkit.core.probing import probe
+from adaptkit.errors import BuildError, CheckpointError, ConfigError, PlanError
+from adaptkit.mm.distill import (
     ChannelWiseDistillLoss,
     DistillHead,
     build_teacher,
@@ -18,10 +20,8 @@ from adaptkit.distill import (
     plan_distill,
     teacher_target,
 )
-from adaptkit.errors import BuildError, CheckpointError, ConfigError, PlanError
-from adaptkit.estimator import AuxTopdownPoseEstimator
-from adaptkit.openmmlab import build_model, load_config
-from adaptkit.probing import probe
+from adaptkit.mm.estimator import AuxTopdownPoseEstimator
+from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source
 
 INPUT = (2, 3, 128, 128)

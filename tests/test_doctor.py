@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from adaptkit.cli import main
-from adaptkit.commands.doctor import render_report
-from adaptkit.doctor import (
+from adaptkit.cli.doctor import render_report
+from adaptkit.tools.doctor import (
     RULES,
     DoctorReport,
     Finding,

@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from adaptkit.openmmlab import build_model, load_config
-from adaptkit.synthetic import train_smoke
+from adaptkit.mm.openmmlab import build_model, load_config
+from adaptkit.mm.synthetic import train_smoke
 
 from .conftest import ADAPTERS, CROWDPOSE, HRNET, ROOT, shipped_fragment
 
@@ -84,7 +84,7 @@ def test_runner_trains_tests_and_predicts_sctnet_into_hrnet(tmp_path):
     # test (which wrote the file) reads it in full and hands the state dict to adaptkit's loader
     from mmpose.apis import inference_topdown, init_model
 
-    from adaptkit.checkpoint import load_checkpoint
+    from adaptkit.mm.checkpoint import load_checkpoint
 
     model = init_model(str(shipped_fragment("sctnet-s", HRNET)), None, device="cpu")
     report = load_checkpoint(model, {"state_dict": state})
@@ -115,7 +115,7 @@ def test_distributed_training_two_processes_gloo(tmp_path):
     result = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-            "-m", "adaptkit.synthetic", str(fragment), str(tmp_path), "--launcher", "pytorch",
+            "-m", "adaptkit.mm.synthetic", str(fragment), str(tmp_path), "--launcher", "pytorch",
         ],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
     )  # fmt: skip
@@ -152,7 +152,7 @@ def test_user_file_backbone_end_to_end(tmp_path, run_cli):
 
 
 def test_plan_json_round_trips(run_cli):
-    from adaptkit.planning import plan_from_dict
+    from adaptkit.core.planning import plan_from_dict
 
     code, out, err = run_cli("plan", "sctnet-s", "--target", "32@4", "--input", "2x3x256x192", "--json")
     assert code == 0, err

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import adaptkit
 from adaptkit import FuseError
-from adaptkit.fusion import AdaptedHead, CompileGuard, FusedConv, Pointwise, Resize, fuse, plan_fusion
-from adaptkit.modules import ShapeAdapter, target_size
+from adaptkit.core.adapter import ShapeAdapter, target_size
+from adaptkit.core.fusion import AdaptedHead, CompileGuard, FusedConv, Pointwise, Resize, fuse, plan_fusion
 
 from .conftest import CROWDPOSE, HRNET
 
@@ -306,8 +306,8 @@ def test_refuses_a_head_that_does_not_fit_the_adapter():
 @pytest.fixture(scope="module")
 def estimators(tmp_path_factory):
     """SCTNet-S in the two stock configs, with non-trivial head weights and BatchNorm statistics."""
-    from adaptkit.openmmlab import build_model, load_config
-    from adaptkit.wrapping import wrap_config
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
 
     out = {}
     for name, config in (("hrnet", HRNET), ("crowdpose", CROWDPOSE)):

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adaptkit import BuildError
-from adaptkit.modules import ShapeAdapter, resize_to, target_size
+from adaptkit.core.adapter import ShapeAdapter, resize_to, target_size
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -13,9 +13,9 @@ import torch.nn as nn
 
 import adaptkit
 from adaptkit import FeatureSpec, Layout, PlanError, ProbeMode, ProbeResult, Strategy, TargetSpec
-from adaptkit.building import adapter_config, build_adapter
-from adaptkit.planning import choose_feature, plan_features, plan_from_dict, plan_to_dict
-from adaptkit.records import StepKind
+from adaptkit.core.building import adapter_config, build_adapter
+from adaptkit.core.planning import choose_feature, plan_features, plan_from_dict, plan_to_dict
+from adaptkit.core.records import StepKind
 
 INPUT = (2, 3, 256, 192)
 

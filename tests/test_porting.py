@@ -11,7 +11,7 @@ import pytest
 
 from adaptkit.cli import main
 from adaptkit.errors import PortError
-from adaptkit.porting import PORT_RULES, lookup, rewrite, scan
+from adaptkit.tools.porting import PORT_RULES, lookup, rewrite, scan
 
 # A backbone module the way mmseg 0.x repositories wrote them (line numbers matter below).
 OLD_BACKBONE = '''\

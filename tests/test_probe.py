@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import adaptkit
 from adaptkit import InputShapeError, Layout, OptionError, ProbeError, ProbeMode
-from adaptkit.probing import TraceMode, probe
+from adaptkit.core.probing import TraceMode, probe
 
 # ---------------------------------------------------------------------------- backbones
 

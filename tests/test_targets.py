@@ -10,7 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from adaptkit import ConfigError, Layout, TargetError, TargetSpec
-from adaptkit.targets import parse_target, target_from_config, target_from_head, target_from_spec
+from adaptkit.api import parse_target
+from adaptkit.core.targets import target_from_spec
+from adaptkit.mm.targets import target_from_config, target_from_head
 
 HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
 CROWD = "mmpose::body_2d_keypoint/topdown_heatmap/crowdpose/td-hm_res50_8xb64-210e_crowdpose-256x192.py"
@@ -272,7 +274,7 @@ def test_heatmap_head_with_one_deconv_and_another_heatmap_stride() -> None:
 
 
 def test_head_module_passed_directly() -> None:
-    from adaptkit.openmmlab import build_model
+    from adaptkit.mm.openmmlab import build_model
 
     head = build_model(dict(type="HeatmapHead", in_channels=48, out_channels=17))
     params_before = {k: v.clone() for k, v in head.state_dict().items()}

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import adaptkit
 from adaptkit import Layout, PlanError, SourceError, Strategy, TargetSpec
-from adaptkit.modules import ShapeAdapter
-from adaptkit.wrapping import WrappedBackbone
+from adaptkit.core.adapter import ShapeAdapter
+from adaptkit.core.wrapping import WrappedBackbone
 
 CROWD = "mmpose::body_2d_keypoint/topdown_heatmap/crowdpose/td-hm_res50_8xb64-210e_crowdpose-256x192.py"
 INPUT = (2, 3, 256, 192)
@@ -143,9 +143,9 @@ def test_sctnet_into_the_crowdpose_config(sctnet_s: nn.Module) -> None:
     assert target.channels == 2048 and target.stride == (32, 32) and target.config == CROWD
     assert wrapped.plan.feature.path == "2.1.1"  # the stride-32 map
     check_output(wrapped, 2048, 32, [(2, 256, 192), (1, 128, 96)])
-    # No input shape: wrap probes at the config's own input size (192x256, batch 1).
+    # No input shape: wrap probes at the config's own input size (192x256) at batch 2, as every command does.
     again = adaptkit.wrap(sctnet_s, target)
-    assert again.plan.input_shape == (1, 3, 256, 192)
+    assert again.plan.input_shape == (2, 3, 256, 192)
     check_output(again, 2048, 32, [(1, 256, 192)])
 
 

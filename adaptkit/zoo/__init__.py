@@ -10,13 +10,13 @@ __all__ = ["ZOO", "zoo_names", "build_zoo_model"]
 
 
 def _sctnet_s(**kwargs: object) -> nn.Module:
-    from .sctnet import sctnet_s
+    from adaptkit.zoo.sctnet import sctnet_s
 
     return sctnet_s(**kwargs)
 
 
 def _sctnet_b(**kwargs: object) -> nn.Module:
-    from .sctnet import sctnet_b
+    from adaptkit.zoo.sctnet import sctnet_b
 
     return sctnet_b(**kwargs)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import BuildError
+from adaptkit.errors import BuildError
 
 __all__ = ["SCTNet", "sctnet_s", "sctnet_b", "drop_path"]
 

@@ -1,0 +1,103 @@
+"""The public front doors: each takes what a user holds (a SOURCE string, a config, a module)
+and hands records to the core stages.
+
+``adaptkit.plan`` and ``adaptkit.wrap`` resolve their arguments here, so the
+core (``adaptkit.core``) only ever sees modules, ``ProbeResult`` and
+``TargetSpec`` records, and never imports OpenMMLab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from adaptkit.core.planning import plan_features
+from adaptkit.core.probing import probe
+from adaptkit.core.records import AdapterPlan, ProbeResult, Strategy, TargetSpec, parse_enum
+from adaptkit.core.targets import probe_shape
+from adaptkit.core.wrapping import WrappedBackbone, wrap_module
+from adaptkit.errors import PlanError, SourceError
+
+__all__ = ["parse_target", "plan", "wrap", "DEFAULT_PROBE_BATCH"]
+
+#: the batch every command probes at: train-mode BatchNorm on a globally pooled branch (SCTNet's DAPPM) needs 2
+DEFAULT_PROBE_BATCH = 2
+
+
+def parse_target(target: Any, **options: Any) -> TargetSpec:
+    """Any supported target form -> TargetSpec: a spec, a dict, a config path or name, a head."""
+    from adaptkit.core.targets import parse_spec_target
+
+    if isinstance(target, TargetSpec):
+        return target
+    try:
+        return parse_spec_target(target)
+    except Exception:
+        pass
+    from adaptkit.mm.targets import parse_target as parse_any  # configs and heads are OpenMMLab's
+
+    return parse_any(target, **options)
+
+
+def _strategy(strategy: str | Strategy) -> Strategy:
+    try:
+        return parse_enum(Strategy, strategy, "strategy")
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def _model(source: nn.Module | str, source_kwargs: dict[str, Any]) -> nn.Module:
+    from adaptkit.sources import resolve_source
+
+    if not isinstance(source, str):
+        if source_kwargs:
+            raise SourceError(
+                f"unknown keyword(s) {', '.join(sorted(source_kwargs))}: constructor keywords apply only to a SOURCE string"
+            )
+        return source
+    return resolve_source(source, **source_kwargs)
+
+
+def plan(
+    source: Any,
+    target: Any,
+    input_shape: Any = None,
+    select: str | None = None,
+    strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+) -> AdapterPlan:
+    """Plan an adapter from a backbone (or its ProbeResult) to a target.
+
+    ``source`` is a ProbeResult, an nn.Module or a SOURCE string (probed at
+    ``input_shape``, default the target's codec size at batch 2); ``target``
+    anything ``parse_target`` reads.
+    """
+    chosen = _strategy(strategy)
+    spec = parse_target(target)
+    if isinstance(source, ProbeResult):
+        result = source
+    else:
+        result = probe(_model(source, {}), probe_shape(spec, input_shape, batch=DEFAULT_PROBE_BATCH))
+    return plan_features(result, spec, select=select, strategy=chosen)
+
+
+def wrap(
+    backbone: nn.Module | str,
+    target: Any,
+    input_shape: Any = None,
+    select: str | None = None,
+    strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    **source_kwargs: Any,
+) -> WrappedBackbone:
+    """Probe ``backbone``, plan the adapter to ``target`` and return both as one module.
+
+    ``backbone`` is a module or a SOURCE string (built with ``source_kwargs``);
+    ``target`` a TargetSpec, ``"CHANNELS@STRIDE"``, a config path or a head;
+    ``input_shape`` the shape to probe at (default: the config's input size, batch 2).
+    Raises PlanError when no feature can serve the target.
+    """
+    chosen = _strategy(strategy)
+    model = _model(backbone, source_kwargs)
+    spec = parse_target(target)
+    result = probe(model, probe_shape(spec, input_shape, batch=DEFAULT_PROBE_BATCH))
+    return wrap_module(model, plan_features(result, spec, select=select, strategy=chosen))

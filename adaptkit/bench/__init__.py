@@ -1,0 +1,1 @@
+"""Benchmarks: naive vs planned vs fused adapters and the whole estimator, timed with their spread."""

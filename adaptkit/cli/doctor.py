@@ -1,0 +1,166 @@
+"""``adaptkit doctor``: check the installed stack, or list old mmcv/mmseg APIs in foreign code."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adaptkit.cli._common import print_json, stdout_console
+
+if TYPE_CHECKING:
+    from adaptkit.tools.doctor import DoctorReport
+
+__all__ = ["register", "run", "render_report"]
+
+_LABEL = {"ok": "[green] note[/green]", "warn": "[yellow] warn[/yellow]", "error": "[bold red]error[/bold red]"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check the installed torch/OpenMMLab stack (or, with --port, code written for mmcv 1.x)",
+        description=(
+            "Report the installed versions and every known-bad combination with its fix "
+            "(exit 1 when something is broken). With --port, list the mmcv 1.x / mmseg 0.x imports "
+            "and APIs in a file or folder that mmcv 2.x / mmengine no longer have, with their replacements."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--port",
+        metavar="FILE_OR_DIR",
+        help="scan this .py file or folder (recursively) for mmcv 1.x / mmseg 0.x APIs",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="with --port: rewrite the imports that have a one-to-one replacement (backups: FILE.py.orig)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.write and args.port is None:
+        from adaptkit.errors import PortError
+
+        raise PortError("--write rewrites the files given with --port; add --port FILE_OR_DIR")
+    if args.port is not None:
+        return _run_port(args.port, write=args.write, as_json=args.json)
+    return _run_doctor(as_json=args.json)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _doctor_document(report: DoctorReport) -> dict[str, Any]:
+    return {
+        "broken": report.broken,
+        "cuda": report.cuda,
+        "packages": [{"name": p.name, "version": p.version, "note": p.note} for p in report.packages],
+        "findings": [
+            {"severity": f.severity.value, "code": f.code, "problem": f.problem, "fix": f.fix} for f in report.findings
+        ],
+    }
+
+
+def _run_doctor(*, as_json: bool) -> int:
+    from adaptkit.tools.doctor import check_environment
+
+    return render_report(check_environment(), as_json=as_json)
+
+
+def render_report(report: DoctorReport, *, as_json: bool = False) -> int:
+    """Print a doctor report (table and findings, or JSON); 1 when it is broken, else 0."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from adaptkit.tools.doctor import Severity
+
+    if as_json:
+        print_json(_doctor_document(report))
+        return 1 if report.broken else 0
+    console = stdout_console()
+    table = Table(title="adaptkit doctor", title_justify="left")
+    table.add_column("package")
+    table.add_column("version")
+    table.add_column("note")
+    for package in report.packages:
+        version = escape(package.version) if package.version else "[red]-[/red]"
+        table.add_row(package.name, version, escape(package.note))
+    table.add_row("cuda", "", escape(report.cuda))
+    console.print(table)
+    for finding in report.findings:
+        console.print(f"{_LABEL[finding.severity.value]} {escape(finding.problem)}")
+        console.print(f"       fix: {finding.fix}", markup=False)
+    errors = sum(f.severity is Severity.ERROR for f in report.findings)
+    warnings = sum(f.severity is Severity.WARN for f in report.findings)
+    if errors:
+        console.print(f"[bold red]broken:[/bold red] {errors} error(s), {warnings} warning(s); apply the fixes above")
+        return 1
+    if warnings:
+        console.print(f"[yellow]usable, with {warnings} warning(s)[/yellow]")
+    else:
+        console.print("[green]all good:[/green] this stack runs adaptkit and its mmpose features")
+    return 0
+
+
+# ----------------------------------------------------------------------------- port check
+
+
+def _port_document(report: Any) -> dict[str, Any]:
+    return {
+        "path": str(report.path),
+        "files": len(report.files),
+        "findings": [
+            {
+                "file": str(f.file),
+                "line": f.line,
+                "col": f.col,
+                "old": f.old,
+                "new": f.new,
+                "note": f.note,
+                "auto_fixable": f.auto_fixable,
+            }
+            for f in report.findings
+        ],
+        "rewritten": [{"file": str(r.file), "backup": str(r.backup), "fixed": r.fixed} for r in report.rewritten],
+    }
+
+
+def _run_port(path: str, *, write: bool, as_json: bool) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from adaptkit.tools.porting import rewrite, scan
+
+    report = rewrite(path) if write else scan(path)
+    if as_json:
+        print_json(_port_document(report))
+        return 0
+    console = stdout_console()
+    if report.findings:
+        table = Table(title=escape(f"mmcv 1.x / mmseg 0.x APIs in {report.path}"), title_justify="left")
+        table.add_column("where", no_wrap=True)
+        table.add_column("old -> new (why)", overflow="fold")
+        table.add_column("fix", no_wrap=True)
+        done = "fixed" if write else "auto"
+        for f in report.findings:
+            where = f.file.relative_to(report.path) if report.path.is_dir() else Path(f.file.name)
+            change = f"{escape(f.old)}\n-> {escape(f.new or '(nothing)')}\n[dim]{escape(f.note)}[/dim]"
+            table.add_row(escape(f"{where}:{f.line}"), change, done if f.auto_fixable else "by hand")
+        console.print(table)
+    by_hand = len(report.findings) - report.fixable
+    summary = f"{len(report.files)} file(s), {len(report.findings)} finding(s)"
+    if write:
+        for rewritten in report.rewritten:
+            console.print(
+                f"rewrote {rewritten.file} ({rewritten.fixed} import(s)); original in {rewritten.backup}", markup=False
+            )
+        console.print(f"{summary}: {report.fixable} fixed, {by_hand} to port by hand", markup=False)
+    elif report.findings:
+        hint = "; --write rewrites the auto ones" if report.fixable else ""
+        console.print(f"{summary}: {report.fixable} auto, {by_hand} by hand{hint}", markup=False)
+    else:
+        console.print(f"{summary}: nothing from mmcv 1.x / mmseg 0.x left", markup=False)
+    return 0

@@ -1,0 +1,151 @@
+"""The adapter as a plain ``nn.Module``, built from a plan's settings.
+
+``ShapeAdapter`` is what a config names as the estimator's ``neck``: it
+takes the backbone's raw output (any nesting), selects one tensor by path,
+fixes its layout, projects its channels with a 1x1 conv and resizes it
+bilinearly, in the order the planner chose, and returns a 1-tuple the way
+mmpose necks do. All settings are plain data, so a config can hold them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from adaptkit.core.records import Layout, parse_enum
+from adaptkit.core.shapes import target_size
+from adaptkit.core.tree import select
+from adaptkit.errors import BuildError
+
+__all__ = ["ShapeAdapter", "resize_to", "target_size"]
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False); a no-op when the size already fits."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ShapeAdapter(nn.Module):
+    """select -> layout fix -> (project, resize in the cheaper order) -> ``(tensor,)``.
+
+    Args:
+        select: path of the backbone output to use ("0", "2.1.1", "stage3", "" for a bare tensor).
+        layout: the selected tensor's layout, "NCHW", "NHWC" or "NLC".
+        in_channels: channels of the selected feature.
+        out_channels: channels the head expects; None or equal to ``in_channels`` means no projection.
+        feature_stride: (height, width) stride of the selected feature.
+        target_stride: (height, width) stride the head expects.
+        project_first: run the 1x1 projection before the resize (cheaper when upsampling).
+        prefix_tokens: tokens to drop before the grid (class/distillation tokens) for NLC.
+        grid: (height, width) token grid at the probed size, for NLC; other sizes keep its aspect ratio.
+    """
+
+    def __init__(
+        self,
+        select: str,
+        in_channels: int,
+        feature_stride: Sequence[float],
+        target_stride: Sequence[float],
+        out_channels: int | None = None,
+        layout: str = "NCHW",
+        project_first: bool = True,
+        prefix_tokens: int = 0,
+        grid: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        try:
+            self.layout = parse_enum(Layout, layout, "layout")
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+        if self.layout is Layout.OTHER:
+            raise BuildError("ShapeAdapter needs a spatial feature (NCHW, NHWC or NLC), got layout 'OTHER'")
+        if in_channels <= 0 or (out_channels is not None and out_channels <= 0):
+            raise BuildError(f"channels must be positive, got in_channels={in_channels}, out_channels={out_channels}")
+        if len(feature_stride) != 2 or len(target_stride) != 2 or min(*feature_stride, *target_stride) <= 0:
+            raise BuildError(
+                f"strides must be two positive numbers (height, width), got {feature_stride} and {target_stride}"
+            )
+        if self.layout is Layout.NLC and grid is None:
+            raise BuildError("a token (NLC) feature needs its grid (height, width) to be laid out as a map")
+        if grid is not None and (
+            len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)
+        ):
+            raise BuildError(f"grid must be two positive integers (height, width), got {grid}")
+        if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise BuildError(f"prefix_tokens must be a non-negative integer, got {prefix_tokens!r}")
+        self.select = select
+        self.in_channels = in_channels
+        self.out_channels = out_channels if out_channels is not None else in_channels
+        self.feature_stride = tuple(float(s) for s in feature_stride)
+        self.target_stride = tuple(float(s) for s in target_stride)
+        self.project_first = project_first
+        self.prefix_tokens = prefix_tokens
+        self.grid = tuple(grid) if grid is not None else None
+        self.proj: nn.Conv2d | None = None
+        if self.out_channels != in_channels:
+            self.proj = nn.Conv2d(in_channels, self.out_channels, kernel_size=1)
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """Variance-preserving init for the linear projection (no activation follows it)."""
+        if self.proj is not None and self.proj.bias is not None:
+            nn.init.kaiming_normal_(self.proj.weight, mode="fan_in", nonlinearity="linear")
+            nn.init.zeros_(self.proj.bias)
+
+    @property
+    def resizes(self) -> bool:
+        return self.feature_stride != self.target_stride
+
+    def to_map(self, feature: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """The selected feature as an NCHW map."""
+        if self.layout is Layout.NHWC:
+            return rearrange(feature, "b h w c -> b c h w")
+        if self.layout is Layout.NLC:
+            tokens = feature[:, self.prefix_tokens :]
+            h = self._grid_height(tokens.shape[1], input_hw)
+            return rearrange(tokens, "b (h w) c -> b c h w", h=h)
+        return feature
+
+    def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
+        """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
+        assert self.grid is not None  # checked in __init__
+        if input_hw is not None:
+            gh, gw = target_size((self.grid[0], self.grid[1]), self.feature_stride, self.feature_stride, input_hw)
+            if gh * gw == n:
+                return gh
+            raise RuntimeError(f"{n} tokens do not form the {gh}x{gw} grid a {input_hw[0]}x{input_hw[1]} input gives")
+        gh, gw = self.grid
+        if gh * gw == n:
+            return gh
+        h = round(math.sqrt(n * gh / gw))  # an estimator's neck sees no input size: keep the probed aspect ratio
+        if h <= 0 or n % h:
+            raise RuntimeError(
+                f"cannot lay out {n} tokens with the probed aspect ratio {gh}x{gw}; "
+                "token backbones need the probed aspect ratio inside an estimator"
+            )
+        return h
+
+    def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor]:
+        x = self.to_map(select(feats, self.select), input_hw)
+        size = target_size((x.shape[-2], x.shape[-1]), self.feature_stride, self.target_stride, input_hw)
+        if self.proj is not None and self.project_first:
+            x = self.proj(x)
+        x = resize_to(x, size)
+        if self.proj is not None and not self.project_first:
+            x = self.proj(x)
+        return (x,)
+
+    def extra_repr(self) -> str:
+        order = "project, resize" if self.project_first else "resize, project"
+        return (
+            f"select={self.select!r}, layout={self.layout.value}, {self.in_channels}->{self.out_channels} ch, "
+            f"stride {self.feature_stride}->{self.target_stride}, order: {order}"
+        )

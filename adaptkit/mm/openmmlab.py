@@ -1,0 +1,179 @@
+"""The one place adaptkit touches mmengine and mmpose.
+
+Everything here imports them lazily, so ``import adaptkit`` and the probe
+stay light, and keeps their import-time chatter (mmcv-lite's
+MultiScaleDeformableAttention warning, pkg_resources deprecation) out of
+adaptkit's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from adaptkit.core.emitting import PLUGIN_MODULE
+from adaptkit.errors import ConfigError
+
+__all__ = [
+    "quiet",
+    "ensure_mmpose",
+    "config_path",
+    "load_config",
+    "build_model",
+    "PACKAGE_SCOPES",
+    "PLUGIN_MODULE",
+    "ConfigBackbone",
+    "build_config_backbone",
+]
+
+#: packages whose configs can be named as ``PACKAGE::relative/path.py``
+PACKAGE_SCOPES = ("mmpose", "mmdet", "mmseg", "mmpretrain")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence warnings, stdout chatter and mmengine's logger for a block."""
+    logger = logging.getLogger("mmengine")
+    old_level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(old_level)
+
+
+_READY = False
+
+
+def ensure_mmpose() -> Any:
+    """Import mmpose, register its modules and adaptkit's; return mmpose's MODELS."""
+    global _READY
+    with quiet():
+        try:
+            import mmpose.models  # noqa: F401  (fills the registry)
+            from mmpose.registry import MODELS
+            from mmpose.utils import register_all_modules
+        except ImportError as exc:
+            raise ConfigError(
+                f"mmpose cannot be imported ({exc}); install the stack from the README or run 'adaptkit doctor'"
+            ) from None
+        if not _READY:
+            register_all_modules(init_default_scope=False)
+            importlib.import_module(PLUGIN_MODULE)
+            _READY = True
+    return MODELS
+
+
+def _package_root(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"config scope {package!r} names a package that is not installed; install {package} first")
+    return Path(spec.origin).parent
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file path from a path or a ``mmpose::relative/path.py`` name.
+
+    Raises ConfigError when the file does not exist.
+    """
+    text = str(name)
+    scope, sep, rel = text.partition("::")
+    if sep:
+        if scope not in PACKAGE_SCOPES:
+            raise ConfigError(f"unknown config scope {scope!r} in {text!r}; use one of: {', '.join(PACKAGE_SCOPES)}")
+        root = _package_root(scope)
+        path = root / ".mim" / "configs" / rel
+        if not path.is_file():
+            path = root.parent / "configs" / rel  # a source checkout keeps configs beside the package
+        if not path.is_file():
+            raise ConfigError(
+                f"config {text!r} is not in the installed {scope}; check the name under {root / '.mim' / 'configs'}"
+            )
+        return path
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {text!r} does not exist")
+    return path
+
+
+def package_scoped_name(path: Path) -> str | None:
+    """``.../mmpose/.mim/configs/x/y.py`` -> ``mmpose::x/y.py``; None for other files."""
+    parts = path.resolve().parts
+    if ".mim" in parts:
+        i = parts.index(".mim")
+        if i >= 1 and parts[i + 1 : i + 2] == ("configs",) and parts[i - 1] in PACKAGE_SCOPES:
+            return f"{parts[i - 1]}::{'/'.join(parts[i + 2 :])}"
+    return None
+
+
+def load_config(name: str | Path) -> Any:
+    """Load an mmengine Config; ConfigError names the file and the cause."""
+    path = config_path(name)
+    with quiet():
+        from mmengine.config import Config
+
+        try:
+            return Config.fromfile(str(path))
+        except Exception as exc:  # mmengine raises many types for a bad file
+            cause = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"cannot read config {str(name)!r}: {cause}") from None
+
+
+def _drop_init_cfg(cfg: Any) -> Any:
+    """A copy of a model config with every ``init_cfg`` removed (no downloads)."""
+    if isinstance(cfg, dict):
+        return {k: _drop_init_cfg(v) for k, v in cfg.items() if k != "init_cfg"}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_drop_init_cfg(v) for v in cfg)
+    return cfg
+
+
+def build_model(cfg: Any, *, keep_init_cfg: bool = False) -> Any:
+    """Build a model (or part) from a config dict with mmpose's MODELS."""
+    registry = ensure_mmpose()
+    plain = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    if not keep_init_cfg:
+        plain = _drop_init_cfg(plain)
+    with quiet():
+        from mmengine.registry import init_default_scope
+
+        init_default_scope("mmpose")
+        try:
+            return registry.build(plain)
+        except Exception as exc:
+            cause = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"cannot build {plain.get('type', 'model')!r} from the config: {cause}") from None
+
+
+class ConfigBackbone(nn.Module):
+    """A config's backbone followed by its neck, as the estimator runs them."""
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+
+    def forward(self, x: Any) -> Any:
+        feats = self.backbone(x)
+        return self.neck(feats) if self.neck is not None else feats
+
+
+def build_config_backbone(source: str) -> ConfigBackbone:
+    """A config's backbone and neck, built as one module (a config given as a SOURCE)."""
+    cfg = load_config(source)
+    model_cfg = cfg.get("model")
+    if model_cfg is None or "backbone" not in model_cfg:
+        raise ConfigError(f"config {source!r} has no model.backbone to probe")
+    backbone = build_model(model_cfg["backbone"])
+    neck = build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
+    return ConfigBackbone(backbone, neck)

@@ -1,0 +1,706 @@
+"""Find (and fix) the mmcv 1.x / mmseg 0.x imports that foreign backbone code still uses.
+
+A backbone copied from a paper's repository usually imports ``mmcv.runner``,
+``mmcv.cnn.utils.weight_init`` or ``mmseg.models.builder``: names that mmcv
+2.x moved to mmengine or dropped. ``scan`` reads the code with :mod:`ast`
+(no import, nothing runs) and lists each such import and attribute use with
+its replacement; ``rewrite`` rewrites the import statements whose
+replacement is one-to-one, keeping a backup of every file it touches.
+
+The rules are data (:data:`PORT_RULES`): a dotted old path, the new path, a
+note, whether the new path is a drop-in, and whether the old path names a
+whole module. Names that still exist in mmcv 2.x (``mmcv.cnn.ConvModule``,
+``build_norm_layer``, ``mmcv.cnn.bricks.transformer``...) are not listed.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import shutil
+import tempfile
+import tokenize
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptkit.errors import PortError
+
+__all__ = [
+    "PortRule",
+    "PortFinding",
+    "RewrittenFile",
+    "PortReport",
+    "PORT_RULES",
+    "lookup",
+    "scan",
+    "rewrite",
+]
+
+_MAX_LINE = 120
+_SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages"}
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """``old`` (a dotted module or module.name path) became ``new``.
+
+    ``fixable``: ``new`` is a drop-in for ``old``, so an import can be rewritten.
+    ``module``: ``old`` names a module, and the rule covers every name under it
+    (carried over name for name to ``new`` when ``fixable``). ``new`` is empty
+    when nothing replaces ``old``.
+    """
+
+    old: str
+    new: str
+    note: str
+    fixable: bool
+    module: bool
+
+
+@dataclass(frozen=True)
+class PortFinding:
+    """One use of an old path: where, what replaces it, and whether ``rewrite`` fixes it."""
+
+    file: Path
+    line: int
+    col: int
+    old: str
+    new: str
+    note: str
+    auto_fixable: bool
+
+
+@dataclass(frozen=True)
+class RewrittenFile:
+    file: Path
+    backup: Path
+    fixed: int
+
+
+@dataclass(frozen=True)
+class PortReport:
+    """What a scan (or a rewrite) found under ``path``; ``rewritten`` is empty for a scan."""
+
+    path: Path
+    files: tuple[Path, ...]
+    findings: tuple[PortFinding, ...]
+    rewritten: tuple[RewrittenFile, ...]
+
+    @property
+    def fixable(self) -> int:
+        return sum(f.auto_fixable for f in self.findings)
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+def _moved(old_parents: Iterable[str], new_parent: str, names: str, note: str) -> list[PortRule]:
+    """One drop-in rule per name, for every old parent the name was importable from."""
+    return [
+        PortRule(f"{parent}.{name}", f"{new_parent}.{name}", note, True, False)
+        for parent in old_parents
+        for name in names.split()
+    ]
+
+
+def _renamed(old: str, new: str, note: str) -> PortRule:
+    return PortRule(old, new, note, True, False)
+
+
+def _by_hand(old: str, new: str, note: str) -> PortRule:
+    return PortRule(old, new, note, False, False)
+
+
+def _module(old: str, new: str, note: str, *, wholesale: bool) -> PortRule:
+    return PortRule(old, new, note, wholesale, True)
+
+
+_WEIGHT_INIT = (
+    "constant_init kaiming_init normal_init trunc_normal_init uniform_init xavier_init caffe2_xavier_init "
+    "bias_init_with_prob initialize ConstantInit KaimingInit NormalInit TruncNormalInit UniformInit "
+    "XavierInit PretrainedInit Caffe2XavierInit"
+)
+_MMCV_CNN_REGISTRIES = "ACTIVATION_LAYERS CONV_LAYERS NORM_LAYERS PADDING_LAYERS PLUGIN_LAYERS UPSAMPLE_LAYERS"
+_MMCV_TRANSFORMER_REGISTRIES = (
+    "DROPOUT_LAYERS ATTENTION FEEDFORWARD_NETWORK POSITIONAL_ENCODING TRANSFORMER_LAYER TRANSFORMER_LAYER_SEQUENCE"
+)
+_MMCV_UTILS_TO_MMENGINE_UTILS = (
+    "to_1tuple to_2tuple to_3tuple to_4tuple to_ntuple is_str is_list_of is_tuple_of is_seq_of iter_cast "
+    "list_cast tuple_cast slice_list concat_list deprecated_api_warning import_modules_from_strings "
+    "is_method_overridden requires_package requires_executable check_prerequisites check_file_exist fopen "
+    "is_filepath mkdir_or_exist scandir symlink ProgressBar track_progress track_iter_progress "
+    "track_parallel_progress Timer TimerError check_time digit_version get_git_hash"
+)
+_MMCV_FILEIO = "load dump FileClient list_from_file dict_from_file register_handler BaseFileHandler"
+_PARROTS = "_BatchNorm _InstanceNorm _ConvNd _AvgPoolNd _MaxPoolNd _AdaptiveAvgPoolNd _AdaptiveMaxPoolNd SyncBatchNorm"
+_REGISTRY_SCOPE = (
+    "registers into {pkg}'s scope, where an mmpose config does not look (and needs {pkg} installed); "
+    "mmpose builds from mmpose.registry.MODELS"
+)
+_AMP = (
+    "removed in mmcv 2.0: mixed precision is mmengine's AmpOptimWrapper "
+    "(optim_wrapper=dict(type='AmpOptimWrapper')) or torch.autocast; drop the decorator"
+)
+
+PORT_RULES: tuple[PortRule, ...] = (
+    # mmcv.runner: removed in mmcv 2.0; split over mmengine.model / runner / dist / registry
+    _module(
+        "mmcv.runner",
+        "mmengine.runner",
+        "removed in mmcv 2.0: modules are in mmengine.model, checkpoints in mmengine.runner, "
+        "distributed helpers in mmengine.dist, hooks in mmengine.hooks",
+        wholesale=False,
+    ),
+    _module("mmcv.runner.base_module", "mmengine.model.base_module", "moved to mmengine", wholesale=True),
+    _module("mmcv.runner.checkpoint", "mmengine.runner.checkpoint", "moved to mmengine", wholesale=True),
+    *_moved(["mmcv.runner"], "mmengine.model", "BaseModule ModuleList Sequential ModuleDict", "moved to mmengine"),
+    *_moved(
+        ["mmcv.runner"],
+        "mmengine.runner",
+        "load_checkpoint load_state_dict save_checkpoint CheckpointLoader weights_to_cpu",
+        "moved to mmengine",
+    ),
+    *_moved(["mmcv.runner"], "mmengine.runner.checkpoint", "_load_checkpoint _load_checkpoint_with_prefix", "moved"),
+    *_moved(["mmcv.runner"], "mmengine.dist", "get_dist_info init_dist master_only", "moved to mmengine.dist"),
+    *_moved(["mmcv.runner"], "mmengine.registry", "HOOKS OPTIMIZERS RUNNERS", "mmengine's root registries"),
+    _renamed(
+        "mmcv.runner.Hook",
+        "mmengine.hooks.Hook",
+        "hook points changed: e.g. after_train_iter(runner, batch_idx, data_batch, outputs)",
+    ),
+    _by_hand("mmcv.runner.auto_fp16", "", _AMP),
+    _by_hand("mmcv.runner.force_fp32", "", _AMP),
+    _by_hand("mmcv.runner.wrap_fp16_model", "", _AMP),
+    _by_hand(
+        "mmcv.runner.build_optimizer",
+        "mmengine.optim.build_optim_wrapper",
+        "returns an OptimWrapper; configure it with optim_wrapper=dict(optimizer=dict(...))",
+    ),
+    _by_hand(
+        "mmcv.runner.DefaultOptimizerConstructor",
+        "mmengine.optim.DefaultOptimWrapperConstructor",
+        "builds an OptimWrapper; paramwise_cfg moved into optim_wrapper",
+    ),
+    _by_hand(
+        "mmcv.runner.EpochBasedRunner",
+        "mmengine.runner.Runner",
+        "one Runner: train_cfg=dict(by_epoch=True, max_epochs=...)",
+    ),
+    _by_hand(
+        "mmcv.runner.IterBasedRunner",
+        "mmengine.runner.Runner",
+        "one Runner: train_cfg=dict(by_epoch=False, max_iters=...)",
+    ),
+    # mmcv.parallel: removed; the runner wraps models itself
+    _module(
+        "mmcv.parallel",
+        "mmengine.model",
+        "removed in mmcv 2.0: model wrappers are in mmengine.model and the runner applies them",
+        wholesale=False,
+    ),
+    _by_hand(
+        "mmcv.parallel.MMDataParallel",
+        "",
+        "removed: a single device needs no wrapper; move the model with model.to(device)",
+    ),
+    _renamed(
+        "mmcv.parallel.MMDistributedDataParallel",
+        "mmengine.model.MMDistributedDataParallel",
+        "moved; the runner wraps the model itself (model_wrapper_cfg)",
+    ),
+    _renamed("mmcv.parallel.is_module_wrapper", "mmengine.model.is_model_wrapper", "renamed is_model_wrapper"),
+    _renamed("mmcv.parallel.MODULE_WRAPPERS", "mmengine.registry.MODEL_WRAPPERS", "renamed MODEL_WRAPPERS"),
+    _by_hand("mmcv.parallel.DataContainer", "", "removed: batches carry mmengine data elements (e.g. PoseDataSample)"),
+    _by_hand(
+        "mmcv.parallel.collate",
+        "mmengine.dataset.pseudo_collate",
+        "the data loader's collate_fn; pseudo_collate or default_collate",
+    ),
+    # mmcv.cnn: weight init moved to mmengine.model; the layer registries merged into MODELS
+    _module("mmcv.cnn.utils.weight_init", "mmengine.model.weight_init", "moved to mmengine", wholesale=True),
+    *_moved(
+        ["mmcv.cnn", "mmcv.cnn.utils", "mmcv.cnn.utils.weight_init"],
+        "mmengine.model",
+        _WEIGHT_INIT,
+        "weight init moved to mmengine.model",
+    ),
+    _renamed("mmcv.cnn.INITIALIZERS", "mmengine.registry.WEIGHT_INITIALIZERS", "renamed WEIGHT_INITIALIZERS"),
+    _renamed("mmcv.cnn.utils.INITIALIZERS", "mmengine.registry.WEIGHT_INITIALIZERS", "renamed WEIGHT_INITIALIZERS"),
+    _module(
+        "mmcv.cnn.bricks.registry",
+        "mmengine.registry.MODELS",
+        "removed in mmcv 2.0: every layer registers in mmengine.registry.MODELS",
+        wholesale=False,
+    ),
+    *[
+        _renamed(f"{parent}.{name}", "mmengine.registry.MODELS", "merged into MODELS (mmcv 2.0)")
+        for parent in ("mmcv.cnn", "mmcv.cnn.bricks", "mmcv.cnn.bricks.registry")
+        for name in _MMCV_CNN_REGISTRIES.split()
+    ],
+    *[
+        _renamed(f"{parent}.{name}", "mmengine.registry.MODELS", "merged into MODELS (mmcv 2.0)")
+        for parent in ("mmcv.cnn.bricks", "mmcv.cnn.bricks.registry")
+        for name in _MMCV_TRANSFORMER_REGISTRIES.split()
+    ],
+    _module("mmcv.cnn.builder", "mmengine.registry", "removed in mmcv 2.0", wholesale=True),
+    _renamed("mmcv.cnn.MODELS", "mmengine.registry.MODELS", "mmengine's root model registry"),
+    _renamed("mmcv.cnn.build_model_from_cfg", "mmengine.registry.build_model_from_cfg", "moved to mmengine"),
+    # mmcv.utils: everything but a few mmcv-specific helpers moved (mmcv 1.x also exported it all as mmcv.*)
+    *_moved(["mmcv", "mmcv.utils"], "mmengine.config", "Config ConfigDict DictAction", "moved to mmengine.config"),
+    *_moved(["mmcv", "mmcv.utils"], "mmengine.registry", "Registry build_from_cfg", "moved to mmengine.registry"),
+    *_moved(["mmcv", "mmcv.utils"], "mmengine.logging", "print_log", "moved to mmengine.logging"),
+    *_moved(["mmcv", "mmcv.utils"], "mmengine.utils", _MMCV_UTILS_TO_MMENGINE_UTILS, "moved to mmengine.utils"),
+    *_moved(["mmcv.utils"], "mmengine.utils.dl_utils", "TORCH_VERSION is_jit_tracing load_url", "moved"),
+    *_moved(["mmcv.utils"], "mmengine.utils.dl_utils.parrots_wrapper", _PARROTS, "moved"),
+    _module("mmcv.utils.parrots_wrapper", "mmengine.utils.dl_utils.parrots_wrapper", "moved", wholesale=True),
+    _module("mmcv.utils.config", "mmengine.config.config", "moved", wholesale=True),
+    _module("mmcv.utils.misc", "mmengine.utils.misc", "moved", wholesale=True),
+    _module("mmcv.utils.registry", "mmengine.registry", "moved", wholesale=True),
+    _by_hand(
+        "mmcv.utils.get_logger",
+        "mmengine.logging.MMLogger",
+        "MMLogger.get_instance(name, log_file=..., log_level=...), or print_log(msg, logger='current')",
+    ),
+    _by_hand(
+        "mmcv.get_logger", "mmengine.logging.MMLogger", "MMLogger.get_instance(name, log_file=..., log_level=...)"
+    ),
+    # mmcv.fileio, engine, device, onnx, tensorrt: removed
+    _module("mmcv.fileio", "mmengine.fileio", "removed in mmcv 2.0: use mmengine.fileio", wholesale=True),
+    *_moved(["mmcv"], "mmengine.fileio", _MMCV_FILEIO, "moved to mmengine.fileio"),
+    _module(
+        "mmcv.engine",
+        "mmengine.runner.Runner",
+        "removed in mmcv 2.0: testing runs in the Runner's test loop",
+        wholesale=False,
+    ),
+    _module(
+        "mmcv.device", "mmengine.device", "removed in mmcv 2.0: device helpers are in mmengine.device", wholesale=False
+    ),
+    _renamed("mmcv.device.get_device", "mmengine.device.get_device", "moved to mmengine.device"),
+    _module("mmcv.onnx", "", "removed in mmcv 2.0: export with mmdeploy or torch.onnx", wholesale=False),
+    _module("mmcv.tensorrt", "", "removed in mmcv 2.0: export with mmdeploy", wholesale=False),
+    # mmseg 0.x / mmdet 2.x registries: a backbone for mmpose registers in mmpose's registry
+    *[
+        _renamed(f"mmseg.models.builder.{name}", "mmpose.registry.MODELS", _REGISTRY_SCOPE.format(pkg="mmseg"))
+        for name in "BACKBONES NECKS HEADS LOSSES SEGMENTORS MODELS ATTENTION".split()
+    ],
+    *[
+        _by_hand(f"mmseg.models.builder.{name}", "mmpose.registry.MODELS.build", "MODELS.build(cfg)")
+        for name in "build_backbone build_neck build_head build_loss build_segmentor".split()
+    ],
+    *[
+        _renamed(f"mmdet.models.builder.{name}", "mmpose.registry.MODELS", _REGISTRY_SCOPE.format(pkg="mmdet"))
+        for name in "BACKBONES NECKS HEADS LOSSES".split()
+    ],
+    _module(
+        "mmseg.ops",
+        "mmseg.models.utils",
+        "removed in mmseg 1.x: its encoding and wrappers moved to mmseg.models.utils",
+        wholesale=False,
+    ),
+    *[
+        _renamed(
+            old,
+            "mmpose.models.utils.ops.resize",
+            "mmpose ships the same resize (mmseg 1.x: mmseg.models.utils.resize)",
+        )
+        for old in ("mmseg.ops.resize", "mmseg.ops.wrappers.resize")
+    ],
+    _by_hand(
+        "mmseg.ops.Upsample",
+        "mmseg.models.utils.Upsample",
+        "mmseg 1.x only; without mmseg use torch.nn.Upsample or resize",
+    ),
+    _by_hand(
+        "mmseg.utils.get_root_logger",
+        "mmengine.logging.MMLogger",
+        "removed in mmseg 1.x: MMLogger.get_current_instance(), or print_log(msg, logger='current')",
+    ),
+    _module(
+        "mmseg.core",
+        "",
+        "removed in mmseg 1.x: hooks/optimizers in mmseg.engine, evaluation in mmseg.evaluation",
+        wholesale=False,
+    ),
+    _module(
+        "mmpose.core",
+        "",
+        "removed in mmpose 1.x: codecs in mmpose.codecs, evaluation in mmpose.evaluation",
+        wholesale=False,
+    ),
+)
+
+_RULES_BY_OLD: dict[str, PortRule] = {rule.old: rule for rule in PORT_RULES}
+
+
+def lookup(path: str) -> tuple[PortRule, str, str] | None:
+    """The rule for a dotted path, as (rule, old path it covers, new path); None when it still exists.
+
+    The longest rule prefix wins: ``mmcv.runner.load_checkpoint`` takes its own
+    rule over the one for ``mmcv.runner``; a module rule covers the names under it.
+    """
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        rule = _RULES_BY_OLD.get(".".join(parts[:end]))
+        if rule is None:
+            continue
+        rest = parts[end:]
+        if not rest or not rule.module:
+            return rule, rule.old, rule.new
+        old = ".".join(parts[: end + 1])
+        new = f"{rule.new}.{rest[0]}" if rule.fixable else rule.new
+        return rule, old, new
+    return None
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+@dataclass(frozen=True)
+class _Source:
+    file: Path
+    text: str
+    encoding: str
+    tree: ast.Module
+
+
+def _read(file: Path) -> _Source:
+    """Read and parse one file; raises PortError with one line when it is not Python."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise PortError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        text = data.decode(encoding)
+        tree = ast.parse(text, filename=str(file))
+    except SyntaxError as exc:
+        raise PortError(
+            f"{file} does not parse as Python (line {exc.lineno}: {exc.msg}); fix it or port it by hand"
+        ) from None
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise PortError(f"{file} is not readable Python source ({exc}); give a .py file") from None
+    except ValueError as exc:  # null bytes
+        raise PortError(f"{file} is not Python source ({exc}); give a .py file") from None
+    return _Source(file, text, encoding, tree)
+
+
+def _python_files(root: Path) -> list[Path]:
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+        files.extend(Path(folder) / name for name in sorted(names) if name.endswith(".py"))
+    return files
+
+
+def _targets(path: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
+    root = Path(path)
+    if not root.exists():
+        raise PortError(f"{root} does not exist: give a .py file or a folder of them")
+    if root.is_dir():
+        return root, _python_files(root)
+    if root.suffix != ".py":
+        raise PortError(f"{root} is not Python source (.py): give a .py file or a folder of them")
+    return root, [root]
+
+
+# ----------------------------------------------------------------------------- finding uses
+
+
+@dataclass(frozen=True)
+class _ImportFix:
+    """An import statement to rewrite: its node and the findings it fixes."""
+
+    node: ast.Import | ast.ImportFrom
+    fixed: tuple[PortFinding, ...]
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` -> ['a', 'b', 'c']; None when the chain does not start at a name."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def _line_bytes(lines: list[str], lineno: int) -> bytes:
+    return lines[lineno - 1].encode("utf-8")
+
+
+def _owns_lines(node: ast.stmt, lines: list[str]) -> bool:
+    """True when the statement alone fills its lines (a trailing comment allowed)."""
+    first = _line_bytes(lines, node.lineno)
+    last = _line_bytes(lines, node.end_lineno or node.lineno)
+    before = first[: node.col_offset]
+    after = last[node.end_col_offset :].strip()
+    return not before.strip() and (not after or after.startswith(b"#"))
+
+
+class _Scanner(ast.NodeVisitor):
+    """Collects import bindings and findings for one parsed file."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        # the line breaks ast counts (str.splitlines also splits on \f, \x1c, \u2028...)
+        self.lines = io.StringIO(source.text, newline="").readlines()
+        self.bindings: dict[str, str] = {}
+        self.findings: list[PortFinding] = []
+        self.fixes: list[_ImportFix] = []
+
+    def run(self) -> None:
+        for node in ast.walk(self.source.tree):
+            if isinstance(node, ast.Import):
+                self._import(node)
+            elif isinstance(node, ast.ImportFrom):
+                self._import_from(node)
+        self.visit(self.source.tree)
+
+    def _finding(self, node: ast.AST, old: str, new: str, note: str, fixable: bool) -> PortFinding:
+        finding = PortFinding(
+            self.source.file, getattr(node, "lineno", 1), getattr(node, "col_offset", 0), old, new, note, fixable
+        )
+        self.findings.append(finding)
+        return finding
+
+    def _import(self, node: ast.Import) -> None:
+        owns = _owns_lines(node, self.lines)
+        fixed = []
+        for alias in node.names:
+            top = alias.name.split(".")[0]
+            self.bindings[alias.asname or top] = alias.name if alias.asname else top
+            match = lookup(alias.name)
+            if match is None:
+                continue
+            rule, old, new = match
+            # `import old.mod as m` becomes `import new.mod as m` when the whole module carried over
+            fixable = owns and alias.asname is not None and rule.module and rule.fixable and old == alias.name
+            finding = self._finding(alias, old, new, rule.note, fixable)
+            if fixable:
+                fixed.append(finding)
+        if fixed:
+            self.fixes.append(_ImportFix(node, tuple(fixed)))
+
+    def _import_from(self, node: ast.ImportFrom) -> None:
+        if node.level or not node.module:
+            return
+        owns = _owns_lines(node, self.lines)
+        fixed = []
+        for alias in node.names:
+            if alias.name == "*":
+                match = lookup(node.module)
+                if match is not None:
+                    rule, old, new = match
+                    self._finding(alias, f"{node.module}.*", new, f"{rule.note}; name the imports one by one", False)
+                continue
+            path = f"{node.module}.{alias.name}"
+            self.bindings[alias.asname or alias.name] = path
+            match = lookup(path)
+            if match is None:
+                continue
+            rule, old, new = match
+            fixable = owns and rule.fixable and "." in new
+            finding = self._finding(alias, old, new, rule.note, fixable)
+            if fixable:
+                fixed.append(finding)
+        if fixed:
+            self.fixes.append(_ImportFix(node, tuple(fixed)))
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        parts = _dotted(node)
+        if parts is None or parts[0] not in self.bindings:
+            self.generic_visit(node)
+            return
+        bound = self.bindings[parts[0]]
+        match = lookup(".".join([bound, *parts[1:]]))
+        # report only what reaches past the import itself (the import line is reported already)
+        if match is not None and match[1].count(".") > bound.count("."):
+            rule, old, new = match
+            self._finding(node, old, new, rule.note, False)
+
+
+def _scan_file(source: _Source) -> _Scanner:
+    scanner = _Scanner(source)
+    scanner.run()
+    return scanner
+
+
+def _unparsable(file: Path, error: PortError) -> PortFinding:
+    return PortFinding(file, 1, 0, "<syntax error>", "", f"cannot parse: {error}", False)
+
+
+def _scan_all(path: str | os.PathLike[str]) -> tuple[Path, list[Path], list[_Scanner], list[PortFinding]]:
+    root, files = _targets(path)
+    scanners: list[_Scanner] = []
+    broken: list[PortFinding] = []
+    for file in files:
+        try:
+            source = _read(file)
+        except PortError as exc:
+            if root.is_file():
+                raise
+            broken.append(_unparsable(file, exc))
+            continue
+        scanners.append(_scan_file(source))
+    return root, files, scanners, broken
+
+
+def _sorted(findings: Iterable[PortFinding]) -> tuple[PortFinding, ...]:
+    return tuple(sorted(findings, key=lambda f: (str(f.file), f.line, f.col)))
+
+
+def scan(path: str | os.PathLike[str]) -> PortReport:
+    """List the old mmcv/mmseg imports and uses in a .py file or a folder (recursively).
+
+    Raises PortError for a missing path or a single file that is not Python;
+    in a folder, files that do not parse are reported as findings.
+    """
+    root, files, scanners, broken = _scan_all(path)
+    findings = [f for scanner in scanners for f in scanner.findings] + broken
+    return PortReport(root, tuple(files), _sorted(findings), ())
+
+
+# ----------------------------------------------------------------------------- rewriting
+
+
+def _import_lines(indent: str, node: ast.Import | ast.ImportFrom, fixed: dict[int, str]) -> list[str]:
+    """The statements that replace ``node``: kept names first, then one import per new module.
+
+    ``fixed`` maps the index of each alias to rewrite to its new dotted path.
+    """
+    groups: dict[str, list[str]] = {}
+    plain: list[str] = []
+    moved: list[str] = []
+    for index, alias in enumerate(node.names):
+        item = alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
+        if index not in fixed:
+            if isinstance(node, ast.ImportFrom):
+                groups.setdefault(node.module or "", []).append(item)
+            else:
+                plain.append(item)
+            continue
+        new = fixed[index]
+        if isinstance(node, ast.Import):
+            moved.append(f"import {new} as {alias.asname}")
+            continue
+        module, name = new.rsplit(".", 1)
+        local = alias.asname or alias.name
+        groups.setdefault(module, []).append(name if name == local else f"{name} as {local}")
+    lines = [f"import {', '.join(plain)}"] if plain else []
+    for module, items in groups.items():
+        line = f"from {module} import {', '.join(items)}"
+        if len(indent) + len(line) > _MAX_LINE:
+            inner = "".join(f"\n{indent}    {item}," for item in items)
+            line = f"from {module} import ({inner}\n{indent})"
+        lines.append(line)
+    return [*lines, *moved]
+
+
+def _rewritten_text(scanner: _Scanner) -> str:
+    lines = list(scanner.lines)
+    fixes = sorted(scanner.fixes, key=lambda fix: fix.node.lineno, reverse=True)
+    for fix in fixes:
+        node = fix.node
+        first, last = node.lineno, node.end_lineno or node.lineno
+        new_paths = {(f.line, f.col): f.new for f in fix.fixed}
+        fixed = {
+            index: new_paths[(alias.lineno, alias.col_offset)]
+            for index, alias in enumerate(node.names)
+            if (alias.lineno, alias.col_offset) in new_paths
+        }
+        last_line = lines[last - 1]
+        body = last_line.rstrip("\r\n")
+        newline = last_line[len(body) :] or "\n"
+        indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip())]
+        comment = _line_bytes(lines, last)[node.end_col_offset :].strip().decode("utf-8")
+        statements = _import_lines(indent, node, fixed)
+        new_lines = [f"{indent}{statement}" for statement in statements]
+        if comment:
+            new_lines[0] += f"  {comment}"
+        block = "".join(f"{line}{newline}" for line in new_lines)
+        if not last_line.endswith(("\n", "\r")):
+            block = block[: -len(newline)]
+        lines[first - 1 : last] = [block]
+    return "".join(lines)
+
+
+def _backup_path(file: Path) -> Iterator[Path]:
+    yield file.with_name(file.name + ".orig")
+    number = 1
+    while True:
+        yield file.with_name(f"{file.name}.orig.{number}")
+        number += 1
+
+
+def _write_backup(file: Path, data: bytes) -> Path:
+    """Copy the original next to the file; never replaces an existing backup."""
+    for candidate in _backup_path(file):
+        try:
+            with open(candidate, "xb") as handle:
+                handle.write(data)
+        except FileExistsError:
+            continue
+        shutil.copymode(file, candidate)
+        return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write_atomic(file: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename it over the original."""
+    handle = tempfile.NamedTemporaryFile(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        shutil.copymode(file, handle.name)
+        os.replace(handle.name, file)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def rewrite(path: str | os.PathLike[str]) -> PortReport:
+    """Rewrite the imports that have a one-to-one replacement; keep ``FILE.py.orig`` backups.
+
+    Everything is read, rewritten in memory and re-parsed before the first
+    write; each file is then replaced atomically. Findings that need a hand
+    stay in the report (``auto_fixable`` False).
+    """
+    root, files, scanners, broken = _scan_all(path)
+    planned: list[tuple[_Scanner, bytes, int]] = []
+    for scanner in scanners:
+        if not scanner.fixes:
+            continue
+        text = _rewritten_text(scanner)
+        try:
+            ast.parse(text)
+        except SyntaxError as exc:  # a rewrite must never break a file; leave it alone
+            raise PortError(
+                f"rewriting {scanner.source.file} would not parse (line {exc.lineno}); nothing was written"
+            ) from None
+        count = sum(len(fix.fixed) for fix in scanner.fixes)
+        planned.append((scanner, text.encode(scanner.source.encoding), count))
+    rewritten = []
+    written: set[Path] = set()
+    for scanner, data, count in planned:
+        file = scanner.source.file
+        real = file.resolve()
+        if real in written:  # one file reached twice through a symlink: rewrite it once
+            continue
+        written.add(real)
+        if file.is_symlink():  # keep the link; rewrite (and back up) the file it points to
+            file = real
+        try:
+            backup = _write_backup(file, file.read_bytes())
+            _write_atomic(file, data)
+        except OSError as exc:
+            raise PortError(f"cannot rewrite {file}: {exc.strerror or exc}") from None
+        rewritten.append(RewrittenFile(file, backup, count))
+    findings = [f for scanner in scanners for f in scanner.findings] + broken
+    return PortReport(root, tuple(files), _sorted(findings), tuple(rewritten))
