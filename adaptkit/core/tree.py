@@ -95,20 +95,20 @@ def _rebuilt(obj: Any, key: str, child: Any) -> Any:
     if isinstance(obj, Mapping):
         for k in obj:
             if str(k) == key:
-                items = dict(obj)
-                items[k] = child
+                mapping = dict(obj)
+                mapping[k] = child
                 try:
-                    return type(obj)(items)
+                    return type(obj)(mapping)  # type: ignore[call-arg]
                 except TypeError:  # a mapping type that cannot be built from a dict
-                    return items
+                    return mapping
         raise KeyError(key)
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple: by field name or index
-        name = key if key in obj._fields else obj._fields[int(key)]
-        return obj._replace(**{name: child})
+        fields: tuple[str, ...] = obj._fields
+        name = key if key in fields else fields[int(key)]
+        return obj._replace(**{name: child})  # type: ignore[attr-defined]
     if isinstance(obj, (list, tuple)):
-        index = int(key)
         items = list(obj)
-        items[index] = child
+        items[int(key)] = child
         return type(obj)(items)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         if key not in {f.name for f in dataclasses.fields(obj)}:
