@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptkit.mm.stock import FRAGMENT_NAMES
+from adaptkit.mm.stock import CROWDPOSE, FRAGMENT_NAMES, HRNET  # noqa: F401  (the tests import the stock names from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTERS = ROOT / "adapters"
