@@ -42,3 +42,12 @@ def cli_subprocess():
         )
 
     return run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--overwrite-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.txt from the current CLI output (review the diff after)",
+    )
