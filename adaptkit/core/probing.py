@@ -23,13 +23,14 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found: its parameters and buffers are never
-  written (meta tensors or buffer clones are swapped in and swapped back by
-  ``functional_call``), every module's training flag and every plain tensor
-  attribute are restored in ``finally``, and the forward runs under
-  ``torch.no_grad`` inside ``torch.random.fork_rng``, so dropout does not
-  advance the global generators. The model keeps its own mode for the
-  trace: train-only output structures are probed as they are.
+* The model is left as it was found (``adaptkit.core.state``): meta
+  tensors, or clones in the real fallback, are swapped in for every
+  parameter and buffer under every alias name, so the model's own tensors
+  are never read for values or written; every module's attributes, the
+  dicts and lists among them (caches), lazy modules, plain tensor attributes
+  and the torch, Python and NumPy generators are restored in ``finally``;
+  the forward runs under ``torch.no_grad``. The model keeps its own mode for
+  the trace: train-only output structures are probed as they are.
 * A genuine crash (the real forward fails too) raises ``ProbeError`` naming
   the innermost module of the model on the failing call stack.
 
@@ -46,12 +47,11 @@ for tokens, the exact stride with the fewest prefix tokens).
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +63,9 @@ from torch.overrides import TorchFunctionMode
 
 from adaptkit.core.records import FeatureSpec, LayerRow, Layout, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
+from adaptkit.core.state import count_parameters, initialised, preserved, swapped
 from adaptkit.core.tree import iter_tensors
-from adaptkit.errors import InputShapeError, OptionError, ProbeError
+from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
 __all__ = ["probe", "TraceMode", "DEFAULT_REAL_SIZE"]
 
@@ -125,11 +126,15 @@ def probe(
     second = _check_size(second_size) if second_size is not None else None
     if isinstance(real_fallback_size, bool) or not isinstance(real_fallback_size, int) or real_fallback_size < 16:
         raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ProbeError(
+            "a TorchScript module cannot be probed (its tensors cannot be swapped); probe the eager nn.Module it was scripted from"
+        )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
 
-    with _model_preserved(model, run_device):
+    with preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
             features = _probe_real(model, shape, second, real_fallback_size, dtype, run_device, names, None)
             used_mode, reason = ProbeMode.REAL, None
@@ -143,7 +148,7 @@ def probe(
         features=features,
         input_shape=shape,
         mode=used_mode,
-        params=sum(p.numel() for p in model.parameters()),
+        params=count_parameters(model),
         seconds=time.perf_counter() - started,
         fallback_reason=reason,
         layers=rows,
@@ -295,28 +300,51 @@ def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[_L
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
     with torch.no_grad(), _ShapeOnlyNorms():
-        output = functional_call(model, _meta_tensors(model), (x,))
+        output = _call(model, _meta_tensors(model), x)
     return _leaves(output, x)
 
 
 def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[_Leaf]:
-    """A real forward; buffers are clones, so running statistics stay untouched."""
+    """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
-        output = functional_call(model, buffers, (x,))
+        output = _call(model, _real_tensors(model), x)
     return _leaves(output, x)
 
 
+class _UserExit(RuntimeError):
+    """The backbone's forward called ``sys.exit`` (or raised another BaseException): a crash like any other."""
+
+
+def _call(model: nn.Module, tensors: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
+    """``functional_call`` with every alias swapped; ``sys.exit`` in the forward becomes an ordinary error."""
+    try:
+        return functional_call(model, tensors, (x,), tie_weights=False)
+    except Exception:
+        raise
+    except BaseException as exc:
+        if not is_user_failure(exc):
+            raise
+        what = describe_failure(exc)
+        raise _UserExit(f"the forward {what[3:] if what.startswith('it ') else 'raised ' + what}") from exc
+
+
 def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        meta = torch.empty_like(tensor, device="meta")
-        if tensor.requires_grad and meta.is_floating_point():
-            meta.requires_grad_(True)
-        tensors[prefix + name] = meta
-    return tensors
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.state``)."""
+
+    def meta(tensor: torch.Tensor) -> torch.Tensor:
+        twin = torch.empty_like(tensor, device="meta")
+        if tensor.requires_grad and twin.is_floating_point():
+            twin.requires_grad_(True)
+        return twin
+
+    return swapped(model, meta, prefix=prefix)
+
+
+def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A clone of every parameter and buffer, under every alias name: the forward may write them."""
+    return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
 
 
 def _leaves(output: Any, x: torch.Tensor) -> list[_Leaf]:
@@ -345,49 +373,6 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
         )
     except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested or exotic tensors
         return False
-
-
-@contextlib.contextmanager
-def _model_preserved(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Training flags, plain tensor attributes and RNG state as they were, whatever happens."""
-    flags = [(m, m.training) for m in model.modules()]
-    # every attribute that is, or may become, a tensor: a forward may cache one (weight_norm does)
-    attributes = [
-        (m, key, value)
-        for m in model.modules()
-        for key, value in vars(m).items()
-        if value is None or isinstance(value, torch.Tensor)
-    ]
-    cuda_devices: list[int] = []
-    if torch.cuda.is_available() and (torch.cuda.is_initialized() or device.type == "cuda"):
-        cuda_devices = list(range(torch.cuda.device_count()))
-    try:
-        with torch.random.fork_rng(devices=cuda_devices):
-            yield
-    finally:
-        for module, training in flags:
-            module.training = training
-        _restore_tensor_attributes(attributes)
-
-
-def _restore_tensor_attributes(saved: list[tuple[nn.Module, str, Any]]) -> None:
-    """Put back plain tensor attributes a forward replaced, and drop the ones it added."""
-    before: dict[int, dict[str, Any]] = {}
-    modules: dict[int, nn.Module] = {}
-    for module, key, value in saved:
-        before.setdefault(id(module), {})[key] = value
-        modules[id(module)] = module
-    for module_id, module in modules.items():
-        state = vars(module)
-        old = before[module_id]
-        for key, value in list(state.items()):
-            if key in old:
-                if value is not old[key]:
-                    state[key] = old[key]
-            elif isinstance(value, torch.Tensor):
-                del state[key]  # a tensor cached by the forward (a meta tensor, possibly)
-        for key, value in old.items():
-            state.setdefault(key, value)
 
 
 # ---------------------------------------------------------------------------- describing
@@ -589,17 +574,22 @@ def _with_size(shape: Shape, size: Size) -> Shape:
 def _real_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except (RuntimeError, TypeError):
             raise OptionError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    for tensor in (*model.parameters(), *model.buffers()):
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise OptionError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise OptionError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return chosen
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.device.type != "meta":
             return tensor.device
     return torch.device("cpu")
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.get_default_dtype()
@@ -734,9 +724,9 @@ def _layer_rows(
             tensors = _meta_tensors(model, prefix="model.")
         else:
             x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
-            tensors = {f"model.{n}": b.clone() for n, b in model.named_buffers()}
+            tensors = _real_tensors(model, prefix="model.")
         try:
-            functional_call(wrapper, tensors, (x,))
+            functional_call(wrapper, tensors, (x,), tie_weights=False)
         except Exception as exc:  # noqa: BLE001
             raise _crash_error(exc, _crash_site(exc, names), shape) from None
         finally:
