@@ -27,14 +27,14 @@ DEFAULT_PROBE_BATCH = 2
 
 def parse_target(target: Any, **options: Any) -> TargetSpec:
     """Any supported target form -> TargetSpec: a spec, a dict, a config path or name, a head."""
-    from adaptkit.core.targets import parse_spec_target
+    from collections.abc import Mapping
+
+    from adaptkit.core.targets import is_spec, parse_spec_target
 
     if isinstance(target, TargetSpec):
         return target
-    try:
-        return parse_spec_target(target)
-    except Exception:
-        pass
+    if (isinstance(target, str) and is_spec(target)) or (isinstance(target, Mapping) and "type" not in target):
+        return parse_spec_target(target)  # a spec's own errors stand; they are not a config's
     from adaptkit.mm.targets import parse_target as parse_any  # configs and heads are OpenMMLab's
 
     return parse_any(target, **options)
