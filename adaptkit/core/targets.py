@@ -7,12 +7,14 @@ OpenMMLab integration and lives in ``adaptkit.mm.targets``;
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from adaptkit.core.records import Layout, TargetSpec, parse_enum
+from adaptkit.core.shapes import check_channels, check_stride, short_repr
 from adaptkit.errors import TargetError
 
 __all__ = ["parse_spec_target", "is_spec", "target_from_spec", "target_from_dict", "exact", "probe_shape"]
@@ -62,14 +64,23 @@ def target_from_spec(text: str) -> TargetSpec:
     """``"32@4"`` (32 channels at stride 4) or ``"32@4x8"`` (stride 4 in height, 8 in width)."""
     match = _SPEC.match(text)
     if not match:
-        raise TargetError(f"target spec {text!r} is not CHANNELS@STRIDE, e.g. 32@4")
-    channels = int(match.group(1))
-    sh = exact(float(match.group(2)))
-    sw = exact(float(match.group(3))) if match.group(3) else sh
+        raise TargetError(f"target spec {short_repr(text)} is not CHANNELS@STRIDE, e.g. 32@4")
+    prefix = f"target spec {short_repr(text)}: "
+    channels = check_channels(_number(match.group(1), int), TargetError, prefix)
+    sh = check_stride(_number(match.group(2), float), TargetError, prefix)
+    sw = check_stride(_number(match.group(3), float), TargetError, prefix) if match.group(3) else sh
     try:
         return TargetSpec(channels=channels, stride=(sh, sw), source=text)
     except ValueError as exc:
-        raise TargetError(f"target spec {text!r}: {exc}") from None
+        raise TargetError(f"target spec {short_repr(text)}: {exc}") from None
+
+
+def _number(text: str, kind: type) -> int | float:
+    """A spec's digits as a number; a huge one as inf (never a 5000-digit int, which str() refuses)."""
+    whole = text.split(".")[0].lstrip("0")
+    if len(whole) > 18:
+        return math.inf if kind is float else 1 << 64
+    return kind(text)  # type: ignore[no-any-return]
 
 
 def target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
@@ -79,18 +90,25 @@ def target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
         raise TargetError(f"unknown target field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
     values = dict(data)
     try:
+        if "channels" in values:
+            values["channels"] = check_channels(values["channels"], TargetError)
         stride = values.get("stride")
-        if isinstance(stride, (int, float)) and not isinstance(stride, bool):
-            values["stride"] = (exact(stride), exact(stride))
-        elif isinstance(stride, (str, bytes)):
-            raise ValueError(f"stride must be a number or (height, width), got the string {stride!r}")
+        if isinstance(stride, (str, bytes)):
+            raise TargetError(
+                f"cannot read target: stride must be a number or (height, width), got the string {short_repr(stride)}"
+            )
+        if stride is not None and not isinstance(stride, (list, tuple)):
+            one = check_stride(stride, TargetError)
+            values["stride"] = (one, one)
         elif stride is not None:
-            values["stride"] = tuple(exact(float(s)) for s in stride)  # type: ignore[union-attr]
+            values["stride"] = tuple(check_stride(s, TargetError) for s in stride)
         if "layout" in values:
             values["layout"] = parse_enum(Layout, values["layout"], "layout")
         for key in ("heatmap_size", "input_size"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return TargetSpec(**values)
+    except TargetError:
+        raise
     except (TypeError, ValueError) as exc:
-        raise TargetError(f"cannot read target {dict(data)!r}: {exc}") from None
+        raise TargetError(f"cannot read target {short_repr(dict(data))}: {exc}") from None

@@ -95,21 +95,22 @@ def _rebuilt(obj: Any, key: str, child: Any) -> Any:
     if isinstance(obj, Mapping):
         for k in obj:
             if str(k) == key:
-                mapping = dict(obj)
-                mapping[k] = child
+                items = dict(obj)
+                items[k] = child
+                mapping_type: Any = type(obj)
                 try:
-                    return type(obj)(mapping)  # type: ignore[call-arg]
+                    return mapping_type(items)
                 except TypeError:  # a mapping type that cannot be built from a dict
-                    return mapping
+                    return items
         raise KeyError(key)
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple: by field name or index
-        fields: tuple[str, ...] = obj._fields
-        name = key if key in fields else fields[int(key)]
-        return obj._replace(**{name: child})  # type: ignore[attr-defined]
+        named: Any = obj
+        name = key if key in named._fields else named._fields[int(key)]
+        return named._replace(**{name: child})
     if isinstance(obj, (list, tuple)):
-        items = list(obj)
-        items[int(key)] = child
-        return type(obj)(items)
+        elements = list(obj)
+        elements[int(key)] = child
+        return type(obj)(elements)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         if key not in {f.name for f in dataclasses.fields(obj)}:
             raise KeyError(key)

@@ -99,7 +99,7 @@ def wrap_config(
         )
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
-    from adaptkit.mm.estimator import check_weight, parse_aux
+    from adaptkit.mm.aux_plans import check_weight, parse_aux
 
     aux_heads = [parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux]
     kwargs = dict(source_kwargs or {})
@@ -145,7 +145,7 @@ def wrap_config(
 
 def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -> list[dict[str, Any]]:
     """One auxiliary heatmap head config per ``(path, weight)``."""
-    from adaptkit.mm.estimator import aux_head_config, plan_aux
+    from adaptkit.mm.aux_plans import aux_head_config, plan_aux
 
     return [
         aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17)
@@ -155,7 +155,7 @@ def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -
 
 def _distill_config(result: Any, shape: Any, request: DistillRequest, student_path: str) -> dict[str, Any]:
     """The DistillHead config: the student's feature planned onto the teacher's."""
-    from adaptkit.mm.distill import distill_head_config, plan_distill, teacher_target
+    from adaptkit.mm.aux_plans import distill_head_config, plan_distill, teacher_target
 
     teacher, teacher_path = teacher_target(request.teacher_config, shape, request.teacher_select)
     return distill_head_config(
@@ -171,7 +171,7 @@ def _aux_entries(head_configs: list[dict[str, Any]], base_type: str | None) -> t
     """The fragment's estimator type and auxiliary heads (none: nothing)."""
     if not head_configs:
         return ()
-    from adaptkit.mm.estimator import aux_model_entries
+    from adaptkit.mm.aux_plans import aux_model_entries
 
     return aux_model_entries(head_configs, base_type=base_type)
 
