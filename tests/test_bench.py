@@ -106,8 +106,8 @@ def test_cuda_without_a_gpu_is_refused():
 
 def test_cell_count_follows_the_request():
     request = make_request(device="cpu", batches="1,8", inputs="64x64,128x128", quick=True)
-    # per target: 5 neck/head variants (4 without naive-resize) at 4 (size, batch) pairs, the estimator at one
-    assert count_cells(request, [True, False]) == 4 * 5 + 4 * 4 + 2 * 2
+    # neck/head variants per target (5, or 4 without naive-resize) at 4 (size, batch) pairs, the estimator at one
+    assert count_cells(request, [5, 4]) == 4 * 5 + 4 * 4 + 2 * 2
 
 
 def test_out_dir_is_checked_before_anything_runs(tmp_path):

@@ -22,7 +22,7 @@ import torch.nn as nn
 from adaptkit.bench.request import TARGETS, BenchRequest, resolve_target
 from adaptkit.bench.timing import Environment, Measurement, environment, measure
 from adaptkit.bench.timing import slug as _slug
-from adaptkit.errors import BenchError
+from adaptkit.errors import AdaptkitError, BenchError
 
 if TYPE_CHECKING:
     from adaptkit.core.adapter import ShapeAdapter
@@ -74,7 +74,7 @@ class _Target:
     model: Any  # the mmpose estimator with the planned adapter
     fused: Any  # adaptkit.fuse(model)
     adapter: ShapeAdapter  # model.neck
-    naive_head: nn.Module
+    naive_head: nn.Module | None  # None when the head has no hand fix (its output is not one heatmap)
     resize_first: nn.Module | None  # the adapter in resize-then-project order; None when it does not resize
     plan: Any
 
@@ -103,7 +103,10 @@ def _build_target(source: str, spec: str, workdir: Path, device: torch.device, c
         raise BenchError(f"{name}: the wrapped model's neck is {type(adapter).__name__}, not adaptkit's ShapeAdapter")
     head_cfg = cfg.model.head.to_dict() if hasattr(cfg.model.head, "to_dict") else dict(cfg.model.head)
     head_cfg["in_channels"] = adapter.in_channels  # the hand fix: change in_channels, interpolate later
-    naive_head = build_model(head_cfg).eval().to(device)
+    try:
+        naive_head: nn.Module | None = build_model(head_cfg).eval().to(device)
+    except AdaptkitError:  # a head that cannot take the raw channels at all: no hand fix to time
+        naive_head = None
     resize_first = None
     if adapter.resizes and adapter.proj is not None:
         resize_first = ShapeAdapter(
@@ -131,14 +134,14 @@ class _Inputs:
     feats: Any  # the backbone's output structure with the selected feature at this batch
     feature: torch.Tensor  # the selected feature as an NCHW map
     head_input: torch.Tensor  # what the stock head expects
-    out_hw: tuple[int, int]  # the heatmap size the planned model gives
+    out_hw: tuple[int, int] | None  # the heatmap size the planned model gives; None for other outputs (SimCC)
 
 
 @dataclass(frozen=True)
 class _Shapes:
     feats: Any  # batch-1 backbone output
     head_input: tuple[int, ...]
-    out_hw: tuple[int, int]
+    out_hw: tuple[int, int] | None
 
 
 def _shapes(target: _Target, hw: tuple[int, int], device: torch.device) -> _Shapes:
@@ -163,8 +166,9 @@ def _shapes(target: _Target, hw: tuple[int, int], device: torch.device) -> _Shap
         raise BenchError(
             f"input {hw[0]}x{hw[1]} is not a multiple of the feature stride {stride[0]:g}x{stride[1]:g}; pick one that is"
         )
-    head = tuple(head_input.shape[1:])
-    return _Shapes(feats, head, (int(out.shape[-2]), int(out.shape[-1])))
+    heatmap = isinstance(out, torch.Tensor) and out.dim() == 4  # SimCC heads answer with (x, y) vectors
+    out_hw = (int(out.shape[-2]), int(out.shape[-1])) if heatmap else None
+    return _Shapes(feats, tuple(head_input.shape[1:]), out_hw)
 
 
 def _inputs(target: _Target, shapes: _Shapes, hw: tuple[int, int], batch: int, device: torch.device) -> _Inputs:
@@ -186,10 +190,10 @@ def _calls(target: _Target, x: _Inputs, estimator: bool) -> list[tuple[Variant, 
     from adaptkit.core.adapter import resize_to
 
     model, fused = target.model, target.fused
-    calls: list[tuple[Variant, Callable[[], Any]]] = [
-        (Variant.HEAD, lambda: model.head((x.head_input,))),
-        (Variant.NAIVE_HEAD, lambda: resize_to(target.naive_head((x.feature,)), x.out_hw)),
-    ]
+    calls: list[tuple[Variant, Callable[[], Any]]] = [(Variant.HEAD, lambda: model.head((x.head_input,)))]
+    if target.naive_head is not None and x.out_hw is not None:  # the hand fix interpolates a heatmap
+        naive_head, out_hw = target.naive_head, x.out_hw
+        calls.append((Variant.NAIVE_HEAD, lambda: resize_to(naive_head((x.feature,)), out_hw)))
     if target.resize_first is not None:
         resize_first = target.resize_first
         calls.append((Variant.NAIVE_RESIZE, lambda: model.head(resize_first(x.feats))))
@@ -213,13 +217,19 @@ def _estimator_at(request: BenchRequest, hw: tuple[int, int], batch: int) -> boo
     return True
 
 
-def count_cells(request: BenchRequest, resizing: Sequence[bool]) -> int:
-    """How many cells ``run_bench`` times, given which targets' adapters resize (they add naive-resize)."""
+def _neck_head_variants(target: _Target, shapes: _Shapes) -> int:
+    """How many of NECK_HEAD_VARIANTS ``_calls`` times for this target (as ``_calls`` decides)."""
+    naive = target.naive_head is not None and shapes.out_hw is not None
+    return len(NECK_HEAD_VARIANTS) - (not naive) - (target.resize_first is None)
+
+
+def count_cells(request: BenchRequest, neck_head: Sequence[int]) -> int:
+    """How many cells ``run_bench`` times, given each target's number of neck + head variants."""
     total = 0
     for hw in request.inputs:
         for batch in request.batches:
             est = len(ESTIMATOR_VARIANTS) if _estimator_at(request, hw, batch) else 0
-            total += sum(len(NECK_HEAD_VARIANTS) - (not r) + est for r in resizing)
+            total += sum(n + est for n in neck_head)
     return total
 
 
@@ -255,7 +265,8 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
             report(f"building {request.source} -> {_target_name(spec)}", 0, 0)
             targets.append(_build_target(request.source, spec, Path(tmp), device, request.channels_last))
     shapes = {(t.name, hw): _shapes(t, hw, device) for t in targets for hw in request.inputs}
-    total = count_cells(request, [t.resize_first is not None for t in targets])
+    first = request.inputs[0]
+    total = count_cells(request, [_neck_head_variants(t, shapes[(t.name, first)]) for t in targets])
     measurements: list[Measurement] = []
     for hw in request.inputs:
         for batch in request.batches:
