@@ -23,7 +23,7 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found (``adaptkit.core.state``): meta
+* The model is left as it was found (``adaptkit.core.preserve``): meta
   tensors, or clones in the real fallback, are swapped in for every
   parameter and buffer under every alias name, so the model's own tensors
   are never read for values or written; every module's attributes, the
@@ -48,11 +48,9 @@ for tokens, the exact stride with the fewest prefix tokens).
 from __future__ import annotations
 
 import enum
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,9 +59,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from adaptkit.core.records import FeatureSpec, LayerRow, Layout, ProbeMode, ProbeResult, parse_enum
+from adaptkit.core.layers import layer_rows
+from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
+from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
+from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
-from adaptkit.core.state import count_parameters, initialised, preserved, swapped
 from adaptkit.core.tree import iter_tensors
 from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
@@ -73,11 +73,6 @@ __all__ = ["probe", "TraceMode", "DEFAULT_REAL_SIZE"]
 DEFAULT_REAL_SIZE = 128
 #: sizes congruent modulo this round every power-of-two stride up to it alike
 _ALIGN = 64
-#: prefix tokens (class, distillation, register tokens) accepted from one size alone
-_MAX_PREFIX_GUESS = 16
-
-Size = tuple[int, int]
-Shape = tuple[int, ...]
 
 
 class TraceMode(str, enum.Enum):
@@ -128,13 +123,14 @@ def probe(
         raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
     if isinstance(model, torch.jit.ScriptModule):
         raise ProbeError(
-            "a TorchScript module cannot be probed (its tensors cannot be swapped); probe the eager nn.Module it was scripted from"
+            "a TorchScript module cannot be probed (its tensors cannot be swapped); "
+            "probe the eager nn.Module it was scripted from"
         )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
 
-    with preserved(model, run_device):
+    with model_preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
             features = _probe_real(model, shape, second, real_fallback_size, dtype, run_device, names, None)
             used_mode, reason = ProbeMode.REAL, None
@@ -142,7 +138,7 @@ def probe(
             features, used_mode, reason = _probe_meta_first(
                 model, shape, second, real_fallback_size, dtype, run_device, names, strict=trace_mode is TraceMode.META
             )
-        rows = _layer_rows(model, shape, used_mode, dtype, run_device, names) if layers else None
+        rows = _layers(model, shape, used_mode, dtype, run_device, names) if layers else None
 
     return ProbeResult(
         features=features,
@@ -188,7 +184,7 @@ def _probe_meta_first(
         later = _meta_forward(model, _with_size(shape, size2), dtype)
     except Exception:  # noqa: BLE001 - a model that accepts only one size: describe it from that size
         later = None
-    return _describe(first, requested, later, size2, requested), ProbeMode.META, None
+    return describe_leaves(first, requested, later, size2, requested), ProbeMode.META, None
 
 
 def _probe_real(
@@ -231,21 +227,10 @@ def _probe_real(
         later = _real_forward(model, _with_size(shape, size2), dtype, device)
     except Exception:  # noqa: BLE001 - describe from one size
         later = None
-    return _describe(first, size1, later, size2, requested)
+    return describe_leaves(first, size1, later, size2, requested)
 
 
 # ---------------------------------------------------------------------------- forwards
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    """One returned tensor, reduced to what the description needs (no storage kept)."""
-
-    path: str
-    shape: Shape
-    dtype: torch.dtype
-    is_input: bool
-    alias_of: str | None
 
 
 class _ShapeOnlyNorms(TorchFunctionMode):
@@ -296,7 +281,7 @@ _NORM_CHECKS: dict[Callable[..., Any], Callable[..., None]] = {
 }
 
 
-def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[_Leaf]:
+def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
     with torch.no_grad(), _ShapeOnlyNorms():
@@ -304,7 +289,7 @@ def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[_L
     return _leaves(output, x)
 
 
-def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[_Leaf]:
+def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
     """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
@@ -330,8 +315,8 @@ def _call(model: nn.Module, tensors: dict[str, torch.Tensor], x: torch.Tensor) -
         raise _UserExit(f"the forward {what[3:] if what.startswith('it ') else 'raised ' + what}") from exc
 
 
-def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.state``)."""
+def _meta_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.preserve``)."""
 
     def meta(tensor: torch.Tensor) -> torch.Tensor:
         twin = torch.empty_like(tensor, device="meta")
@@ -339,20 +324,20 @@ def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]
             twin.requires_grad_(True)
         return twin
 
-    return swapped(model, meta, prefix=prefix)
+    return swapped(model, meta)
 
 
-def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+def _real_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """A clone of every parameter and buffer, under every alias name: the forward may write them."""
-    return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
+    return swapped(model, lambda t: t.detach().clone())
 
 
-def _leaves(output: Any, x: torch.Tensor) -> list[_Leaf]:
-    leaves: list[_Leaf] = []
+def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:
+    leaves: list[Leaf] = []
     seen: list[tuple[str, torch.Tensor]] = []
     for path, tensor in iter_tensors(output):
         alias = next((p for p, t in seen if _same_tensor(tensor, t)), None)
-        leaves.append(_Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
+        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
         seen.append((path, tensor))
     if not leaves:
         raise ProbeError(f"the backbone returned no tensor (got {type(output).__name__}); adaptkit needs feature maps")
@@ -373,168 +358,6 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
         )
     except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested or exotic tensors
         return False
-
-
-# ---------------------------------------------------------------------------- describing
-
-
-def _describe(
-    first: list[_Leaf], size1: Size, later: list[_Leaf] | None, size2: Size, target: Size
-) -> tuple[FeatureSpec, ...]:
-    """FeatureSpecs at the ``target`` size from leaves seen at one or two sizes."""
-    by_path = {leaf.path: leaf for leaf in later} if later is not None else {}
-    specs = []
-    for leaf in first:
-        other = by_path.get(leaf.path)
-        if other is not None and len(other.shape) == len(leaf.shape):
-            specs.append(_from_two(leaf, size1, other.shape, size2, target))
-        else:
-            specs.append(_from_one(leaf, size1, target))
-    return tuple(specs)
-
-
-def _spec(
-    leaf: _Leaf, shape: Shape, layout: Layout, channels: int, spatial: Size | None, target: Size, prefix: int = 0
-) -> FeatureSpec:
-    if spatial is not None and min(spatial) > 0:
-        stride = (_ratio(target[0], spatial[0]), _ratio(target[1], spatial[1]))
-    else:
-        spatial, stride = None, (0, 0)
-        if layout is not Layout.NLC:
-            layout = Layout.OTHER
-    return FeatureSpec(
-        path=leaf.path,
-        shape=shape,
-        channels=channels,
-        stride=stride,
-        layout=layout,
-        spatial=spatial,
-        prefix_tokens=prefix,
-        dtype=str(leaf.dtype).removeprefix("torch."),
-        is_input=leaf.is_input,
-        alias_of=leaf.alias_of,
-    )
-
-
-def _other(leaf: _Leaf, shape: Shape, target: Size) -> FeatureSpec:
-    channels = shape[1] if len(shape) >= 2 else 1
-    return _spec(leaf, shape, Layout.OTHER, channels, None, target)
-
-
-def _from_two(leaf: _Leaf, size1: Size, shape2: Shape, size2: Size, target: Size) -> FeatureSpec:
-    a, b = leaf.shape, shape2
-    changed = [i for i in range(len(a)) if a[i] != b[i]]
-    if not changed:
-        if len(a) == 4 and max(a[2], a[3]) > 1:  # a map of fixed size (resized inside the model)
-            return _spec(leaf, a, Layout.NCHW, a[1], (a[2], a[3]), target)
-        return _other(leaf, a, target)
-    if 0 in changed:  # batch folded with positions: no layout adaptkit can undo
-        return _other(leaf, _scale_area(a, b, size1, size2, target), target)
-    if len(a) == 4 and changed in ([2, 3], [1, 2]):
-        i, j = changed
-        fh = _extrapolate(a[i], b[i], size1[0], size2[0], target[0])
-        fw = _extrapolate(a[j], b[j], size1[1], size2[1], target[1])
-        shape = list(a)
-        shape[i], shape[j] = fh, fw
-        layout, channels = (Layout.NCHW, a[1]) if changed == [2, 3] else (Layout.NHWC, a[3])
-        return _spec(leaf, tuple(shape), layout, channels, (fh, fw), target)
-    if len(a) == 3 and changed == [1]:
-        solved = _solve_tokens(a[1], size1, b[1], size2)
-        if solved is not None:
-            stride, grid, prefix = solved
-            gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
-        return _spec(leaf, _scale_area(a, b, size1, size2, target), Layout.NLC, a[2], None, target)
-    return _other(leaf, _scale_area(a, b, size1, size2, target), target)
-
-
-def _from_one(leaf: _Leaf, size: Size, target: Size) -> FeatureSpec:
-    """Layout from one size only (the model rejected the second): plausible grids."""
-    a = leaf.shape
-    scale = (target[0] / size[0], target[1] / size[1])
-    if len(a) == 4:
-        for dims, layout, channels in (((2, 3), Layout.NCHW, a[1]), ((1, 2), Layout.NHWC, a[3])):
-            fh, fw = a[dims[0]], a[dims[1]]
-            if _grid_like(fh, fw, size):
-                fh, fw = round(fh * scale[0]), round(fw * scale[1])
-                shape = list(a)
-                shape[dims[0]], shape[dims[1]] = fh, fw
-                return _spec(leaf, tuple(shape), layout, channels, (fh, fw), target)
-    if len(a) == 3:
-        guess = _guess_tokens(a[1], size)
-        if guess is not None:
-            stride, grid, prefix = guess
-            gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
-    return _other(leaf, a, target)
-
-
-def _grid_like(fh: int, fw: int, size: Size) -> bool:
-    """(fh, fw) could be the input grid at one stride: both axes shrink by about the same factor."""
-    if fh < 1 or fw < 1 or fh > size[0] or fw > size[1]:
-        return False
-    sh, sw = size[0] / fh, size[1] / fw
-    return abs(sh - sw) <= 0.1 * max(sh, sw)
-
-
-def _floor_div(n: int, s: int) -> int:
-    return n // s
-
-
-def _ceil_div(n: int, s: int) -> int:
-    return -(-n // s)
-
-
-_GRIDS: tuple[Callable[[int, int], int], ...] = (_floor_div, _ceil_div)
-
-
-def _solve_tokens(n1: int, size1: Size, n2: int, size2: Size) -> tuple[int, Callable[[int, int], int], int] | None:
-    """(stride, grid rounding, prefix tokens) with N = prefix + grid(H, s) * grid(W, s) at both sizes."""
-    area_change = size2[0] * size2[1] - size1[0] * size1[1]
-    if n2 == n1 or area_change == 0 or (n2 - n1) * area_change < 0:
-        return None
-    estimate = math.sqrt(area_change / (n2 - n1))
-    low, high = max(1, math.floor(estimate * 0.75)), math.ceil(estimate * 1.25)
-    for stride in sorted(range(low, high + 1), key=lambda s: abs(s - estimate)):
-        for grid in _GRIDS:
-            p1 = n1 - grid(size1[0], stride) * grid(size1[1], stride)
-            p2 = n2 - grid(size2[0], stride) * grid(size2[1], stride)
-            if p1 == p2 and 0 <= p1 < n1:
-                return stride, grid, p1
-    return None
-
-
-def _guess_tokens(n: int, size: Size) -> tuple[int, Callable[[int, int], int], int] | None:
-    """The most plausible token grid at one size: exact strides first, then fewer prefix tokens."""
-    found = []
-    for stride in range(2, min(size) + 1):
-        for grid in _GRIDS:
-            prefix = n - grid(size[0], stride) * grid(size[1], stride)
-            if 0 <= prefix <= _MAX_PREFIX_GUESS:
-                exact = size[0] % stride == 0 and size[1] % stride == 0
-                found.append((not exact, prefix, stride & (stride - 1) != 0, stride, grid))
-    if not found:
-        return None
-    *_, stride, grid = min(found, key=lambda f: f[:4])
-    return stride, grid, n - grid(size[0], stride) * grid(size[1], stride)
-
-
-def _extrapolate(v1: int, v2: int, x1: int, x2: int, x: int) -> int:
-    """The value at ``x`` on the line through (x1, v1), (x2, v2); exact when x is x1."""
-    if x == x1 or x2 == x1:
-        return v1
-    return round(v1 + (x - x1) * (v2 - v1) / (x2 - x1))
-
-
-def _scale_area(a: Shape, b: Shape, size1: Size, size2: Size, target: Size) -> Shape:
-    """Dims of an unrecognised layout, extrapolated along the input area."""
-    area1, area2, area = size1[0] * size1[1], size2[0] * size2[1], target[0] * target[1]
-    return tuple(_extrapolate(u, v, area1, area2, area) if u != v else u for u, v in zip(a, b, strict=True))
-
-
-def _ratio(num: int, den: int) -> float:
-    """num / den, an int when exact (strides print as 8, not 8.0)."""
-    return num // den if num % den == 0 else num / den
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -676,85 +499,17 @@ def _shorten(text: str, limit: int) -> str:
 # ---------------------------------------------------------------------------- layers
 
 
-class _Summarize(nn.Module):
-    """Runs torchinfo on its child from inside ``functional_call``.
-
-    functional_call swaps tensors only around a module call; calling torchinfo
-    from this wrapper's forward lets torchinfo's own forward see the swapped
-    (meta, or cloned) tensors, without moving or copying the model.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.stats: Any = None
-        self.nested: set[int] = set()  # modules that returned a container, not one tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torchinfo
-
-        def note(module: nn.Module, _args: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
-                self.nested.add(id(module))
-
-        hooks = [m.register_forward_hook(note) for m in self.model.modules()]
-        try:
-            self.stats = torchinfo.summary(
-                self.model,
-                input_data=[x],
-                depth=1_000,
-                mode="train" if self.model.training else "eval",  # flags are restored by _model_preserved
-                verbose=0,
-                col_names=("output_size", "num_params"),
-            )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return x
-
-
-def _layer_rows(
+def _layers(
     model: nn.Module, shape: Shape, mode: ProbeMode, dtype: torch.dtype, device: torch.device, names: dict[int, str]
 ) -> tuple[LayerRow, ...]:
-    """torchinfo's per-layer rows at the requested size (meta when the probe ran on meta)."""
-    wrapper = _Summarize(model)
-    with torch.no_grad():
-        if mode is ProbeMode.META:
-            x = torch.empty(shape, dtype=dtype, device="meta")
-            tensors = _meta_tensors(model, prefix="model.")
-        else:
-            x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
-            tensors = _real_tensors(model, prefix="model.")
-        try:
-            functional_call(wrapper, tensors, (x,), tie_weights=False)
-        except Exception as exc:  # noqa: BLE001
-            raise _crash_error(exc, _crash_site(exc, names), shape) from None
-        finally:
-            _forget_torchinfo_cache(model)
-    rows = []
-    for info in wrapper.stats.summary_list:
-        size = info.output_size  # torchinfo sizes one tensor of a container output: report none then
-        flat = (
-            id(info.module) not in wrapper.nested
-            and isinstance(size, (list, tuple))
-            and all(isinstance(d, int) for d in size)
-        )
-        rows.append(
-            LayerRow(
-                name=names.get(id(info.module), info.var_name),
-                type=info.class_name,
-                depth=int(info.depth),
-                output_shape=tuple(size) if flat else None,
-                params=int(info.num_params),
-            )
-        )
-    return tuple(rows)
-
-
-def _forget_torchinfo_cache(model: nn.Module) -> None:
-    """torchinfo keeps the last summary per class name, and with it the model; drop ours."""
-    import torchinfo.torchinfo as impl
-
-    cache = getattr(impl, "_cached_forward_pass", None)
-    if isinstance(cache, dict):
-        cache.pop(type(model).__name__, None)
+    """The per-layer table at the requested size: on meta when the probe ran there, else real."""
+    if mode is ProbeMode.META:
+        x = torch.empty(shape, dtype=dtype, device="meta")
+        tensors = _meta_tensors(model)
+    else:
+        x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
+        tensors = _real_tensors(model)
+    try:
+        return layer_rows(model, x, tensors, names)
+    except Exception as exc:  # noqa: BLE001 - any failure names the module that crashed
+        raise _crash_error(exc, _crash_site(exc, names), shape) from None
