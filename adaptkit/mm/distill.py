@@ -247,7 +247,7 @@ def plan_distill(result: ProbeResult, teacher: TargetSpec, path: str) -> Adapter
     from adaptkit.core.planning import plan_features
     from adaptkit.mm.estimator import check_aux_path
 
-    check_aux_path(result, path)
+    check_aux_path(result, path, "--distill-from")
     return plan_features(result, teacher, select=path, strategy=Strategy.ADAPT_FEATURES)
 
 
