@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
+from adaptkit.core.shapes import check_channels, check_stride, short_repr
+from adaptkit.errors import OptionError, TargetError
+
 __all__ = [
     "Layout",
     "ProbeMode",
@@ -65,14 +68,14 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 def parse_enum(enum_type: type[E], value: object, what: str) -> E:
-    """Turn a user string into ``enum_type`` or raise a one-line ValueError."""
+    """Turn a user string into ``enum_type`` or raise a one-line OptionError (a ValueError)."""
     if isinstance(value, enum_type):
         return value
     for member in enum_type:
         if value == member.value or (isinstance(value, str) and value.lower() == str(member.value).lower()):
             return member
     choices = ", ".join(repr(m.value) for m in enum_type)
-    raise ValueError(f"unknown {what} {value!r}; choose one of {choices}")
+    raise OptionError(f"unknown {what} {short_repr(value)}; choose one of {choices}")
 
 
 @dataclass(frozen=True)
@@ -163,15 +166,20 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels <= 0:
-            raise ValueError(f"target channels must be a positive integer, got {self.channels!r}")
+            raise TargetError(f"target channels must be a positive integer, got {short_repr(self.channels)}")
+        check_channels(self.channels, TargetError)
         if (
             not isinstance(self.stride, tuple)
             or len(self.stride) != 2
             or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.stride)
         ):
-            raise ValueError(f"target stride must be two positive numbers (height, width), got {self.stride!r}")
+            raise TargetError(
+                f"target stride must be two positive numbers (height, width), got {short_repr(self.stride)}"
+            )
+        for s in self.stride:
+            check_stride(s, TargetError)
         if self.num_inputs < 1:
-            raise ValueError(f"a head reads at least one map, got num_inputs={self.num_inputs}")
+            raise TargetError(f"a head reads at least one map, got num_inputs={self.num_inputs}")
 
 
 @dataclass(frozen=True)
