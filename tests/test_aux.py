@@ -19,17 +19,15 @@ from adaptkit.core.planning import plan_features
 from adaptkit.core.probing import probe
 from adaptkit.core.records import ProbeResult, Strategy, TargetSpec
 from adaptkit.errors import BuildError, ConfigError, PlanError
-from adaptkit.mm.estimator import (
+from adaptkit.mm.aux_plans import (
     DEFAULT_AUX_WEIGHT,
-    AuxHeatmapHead,
-    AuxiliaryHead,
-    AuxTopdownPoseEstimator,
     aux_head_config,
     aux_model_entries,
     heatmap_stride,
     parse_aux,
     plan_aux,
 )
+from adaptkit.mm.estimator import AuxHeatmapHead, AuxiliaryHead, AuxTopdownPoseEstimator
 from adaptkit.mm.fragments import wrap_config
 from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source

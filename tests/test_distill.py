@@ -12,14 +12,8 @@ import torch
 
 from adaptkit.core.probing import probe
 from adaptkit.errors import BuildError, CheckpointError, ConfigError, PlanError
-from adaptkit.mm.distill import (
-    ChannelWiseDistillLoss,
-    DistillHead,
-    build_teacher,
-    distill_head_config,
-    plan_distill,
-    teacher_target,
-)
+from adaptkit.mm.aux_plans import distill_head_config, plan_distill, teacher_target
+from adaptkit.mm.distill import ChannelWiseDistillLoss, DistillHead, build_teacher
 from adaptkit.mm.estimator import AuxTopdownPoseEstimator
 from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source
@@ -270,7 +264,7 @@ def test_distill_head_refuses_what_it_cannot_do(
     lost = dict(distill_cfg, teacher_select="3")
     with pytest.raises(BuildError, match="teacher returns: 0"):
         build_student(lost).auxiliary_head.teacher_feature(torch.zeros(*INPUT))
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         DistillHead(teacher_config=str(config), teacher_checkpoint=str(tmp_path / "missing.pth"))
 
 

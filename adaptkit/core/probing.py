@@ -23,7 +23,7 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found (``adaptkit.core.preserve``): meta
+* The model is left as it was found (``adaptkit.core.state``): meta
   tensors, or clones in the real fallback, are swapped in for every
   parameter and buffer under every alias name, so the model's own tensors
   are never read for values or written; every module's attributes, the
@@ -61,9 +61,9 @@ from torch.overrides import TorchFunctionMode
 
 from adaptkit.core.layers import layer_rows
 from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
-from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
 from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
+from adaptkit.core.state import count_parameters, initialised, preserved, swapped
 from adaptkit.core.tree import iter_tensors
 from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
@@ -123,14 +123,13 @@ def probe(
         raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
     if isinstance(model, torch.jit.ScriptModule):
         raise ProbeError(
-            "a TorchScript module cannot be probed (its tensors cannot be swapped); "
-            "probe the eager nn.Module it was scripted from"
+            "a TorchScript module cannot be probed (its tensors cannot be swapped); probe the eager nn.Module it was scripted from"
         )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
 
-    with model_preserved(model, run_device):
+    with preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
             features = _probe_real(model, shape, second, real_fallback_size, dtype, run_device, names, None)
             used_mode, reason = ProbeMode.REAL, None
@@ -164,8 +163,10 @@ def _probe_meta_first(
 ) -> tuple[tuple[FeatureSpec, ...], ProbeMode, str | None]:
     requested: Size = (shape[2], shape[3])
     first, site, reason = None, None, None
+    size2 = second or _scaled_second(requested)
+    later: list[Leaf] | None = None
     try:
-        first = _meta_forward(model, shape, dtype)
+        first, later = _meta_forward_two(model, shape, _with_size(shape, size2), dtype)
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure on meta is a reason to try real tensors
@@ -179,11 +180,6 @@ def _probe_meta_first(
     if first is None:
         features = _probe_real(model, shape, second, real_size, dtype, device, names, site)
         return features, ProbeMode.REAL, reason
-    size2 = second or _scaled_second(requested)
-    try:
-        later = _meta_forward(model, _with_size(shape, size2), dtype)
-    except Exception:  # noqa: BLE001 - a model that accepts only one size: describe it from that size
-        later = None
     return describe_leaves(first, requested, later, size2, requested), ProbeMode.META, None
 
 
@@ -250,6 +246,11 @@ class _ShapeOnlyNorms(TorchFunctionMode):
         if check is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             check(*args, **kwargs)
             return torch.empty_like(args[0])
+        rule = _SHAPE_RULES.get(func)
+        if rule is not None:
+            answer = rule(*args, **kwargs)
+            if answer is not None:
+                return answer
         return func(*args, **kwargs)
 
 
@@ -281,6 +282,172 @@ _NORM_CHECKS: dict[Callable[..., Any], Callable[..., None]] = {
 }
 
 
+# ---------------------------------------------------------------------------- probe speed
+
+
+_RESIZE_MODES = frozenset({"nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear"})
+
+
+def _meta_interpolate(
+    input: Any,
+    size: Any = None,
+    scale_factor: Any = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+    antialias: bool = False,
+) -> torch.Tensor | None:
+    """``F.interpolate`` on a meta tensor, answered from the output size alone; None to let torch run it.
+
+    The meta kernels of the upsampling ops are Python decompositions that
+    cost more than the rest of an SCTNet trace together (half the probe).
+    The output size follows torch's rule: ``size`` as given, else
+    ``floor(side * scale)``. Anything unusual (both or neither of size and
+    scale, recomputed scales, antialias, align_corners with a nearest mode,
+    area and adaptive modes) goes to torch, so its checks and errors stay.
+    """
+    if not isinstance(input, torch.Tensor) or not input.is_meta or input.dim() not in (3, 4, 5):
+        return None
+    if mode not in _RESIZE_MODES or antialias or recompute_scale_factor or (size is None) == (scale_factor is None):
+        return None
+    if align_corners is not None and mode.startswith("nearest"):
+        return None
+    if {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}.get(mode, input.dim()) != input.dim():
+        return None
+    dims = input.dim() - 2
+    values = size if size is not None else scale_factor
+    values = list(values) if isinstance(values, (list, tuple)) else [values] * dims
+    if len(values) != dims:
+        return None
+    if size is not None:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            return None
+        out = [int(v) for v in values]
+    else:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+            return None
+        out = [int(side * float(v)) for side, v in zip(input.shape[2:], values, strict=True)]
+        if min(out) < 1:
+            return None
+    return input.new_empty((*input.shape[:2], *out))
+
+
+def _meta_same_shape(input: Any, *args: Any, inplace: bool = False, **kwargs: Any) -> torch.Tensor | None:
+    """An elementwise activation on a floating meta tensor: its own shape (the input itself when in place)."""
+    if not isinstance(input, torch.Tensor) or not input.is_meta or not input.is_floating_point():
+        return None
+    options = [*args, *kwargs.values()]
+    if any(isinstance(v, str) and v not in ("none", "tanh") for v in options):  # F.gelu's approximate
+        return None
+    inplace = inplace or any(v is True for v in args)  # F.relu(x, True)
+    return input if inplace else torch.empty_like(input)
+
+
+def _meta_binary(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """``a + b`` / ``a * b`` on meta tensors: the broadcast shape and the promoted dtype."""
+    if kwargs.get("out") is not None or not isinstance(input, torch.Tensor) or not input.is_meta:
+        return None
+    if isinstance(other, torch.Tensor):
+        if not other.is_meta:
+            return None
+        shape = torch.broadcast_shapes(input.shape, other.shape)  # RuntimeError as torch raises it
+    elif isinstance(other, (int, float)) and not isinstance(other, bool):
+        shape = input.shape
+    else:
+        return None
+    return torch.empty(shape, dtype=torch.result_type(input, other), device="meta")
+
+
+def _meta_binary_(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """``a += b`` on meta tensors: ``a`` itself, when ``b`` broadcasts to it without changing its dtype."""
+    result = _meta_binary(input, other, **kwargs)
+    if result is None or result.shape != input.shape or result.dtype != input.dtype:
+        return None  # torch raises its own error
+    return input  # type: ignore[no-any-return]
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
+        return value[0], value[1]
+    return None
+
+
+def _meta_conv2d(
+    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> torch.Tensor | None:
+    """``conv2d`` on meta tensors from the output-size formula, after torch's channel and group checks.
+
+    The meta kernel's Python shape code is a third of an HRNet trace. Unusual
+    arguments (string padding, a non-4-D input, a mismatch torch must report)
+    go to torch.
+    """
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and input.is_meta and weight.is_meta):
+        return None
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    if s is None or p is None or d is None or type(groups) is not int or groups < 1:
+        return None
+    if input.dim() != 4 or weight.dim() != 4 or input.dtype != weight.dtype:
+        return None
+    if input.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
+        return None
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        return None
+    out = [(input.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if min(out) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
+        return None
+    return input.new_empty((input.shape[0], weight.shape[0], out[0], out[1]))
+
+
+_SHAPE_RULES: dict[Callable[..., Any], Callable[..., torch.Tensor | None]] = {
+    torch.conv2d: _meta_conv2d,
+    F.conv2d: _meta_conv2d,
+    **dict.fromkeys((torch.Tensor.add_, torch.Tensor.__iadd__, torch.Tensor.mul_, torch.Tensor.__imul__), _meta_binary_),
+    F.interpolate: _meta_interpolate,
+    **dict.fromkeys(
+        (F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
+         torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh),
+        _meta_same_shape,
+    ),
+    **dict.fromkeys(
+        (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.mul, torch.Tensor.mul,
+         torch.Tensor.__mul__, torch.Tensor.__rmul__),
+        _meta_binary,
+    ),
+}  # fmt: skip
+
+
+class _TwoTraces(nn.Module):
+    """Both meta traces inside one ``functional_call``: the weights are swapped for meta tensors once, not twice.
+
+    The second size may fail (a model that accepts one size only): then the
+    probe describes the features from the first size alone.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[list[Leaf], list[Leaf] | None]:
+        leaves = _leaves(self.model(first), first)
+        try:
+            later: list[Leaf] | None = _leaves(self.model(second), second)
+        except Exception:  # noqa: BLE001 - describe from one size
+            later = None
+        return leaves, later
+
+
+def _meta_forward_two(
+    model: nn.Module, shape: Shape, shape2: Shape, dtype: torch.dtype
+) -> tuple[list[Leaf], list[Leaf] | None]:
+    """The meta forward at the requested size, then at the second size (None when that one fails)."""
+    x1 = torch.empty(shape, dtype=dtype, device="meta")
+    x2 = torch.empty(shape2, dtype=dtype, device="meta")
+    with torch.no_grad(), _ShapeOnlyNorms():
+        return _call(_TwoTraces(model), _meta_tensors(model, prefix="model."), x1, x2)  # type: ignore[no-any-return]
+
+
 def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
@@ -302,10 +469,10 @@ class _UserExit(RuntimeError):
     """The backbone's forward called ``sys.exit`` (or raised another BaseException): a crash like any other."""
 
 
-def _call(model: nn.Module, tensors: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
+def _call(model: nn.Module, tensors: dict[str, torch.Tensor], *args: torch.Tensor) -> Any:
     """``functional_call`` with every alias swapped; ``sys.exit`` in the forward becomes an ordinary error."""
     try:
-        return functional_call(model, tensors, (x,), tie_weights=False)
+        return functional_call(model, tensors, args, tie_weights=False)
     except Exception:
         raise
     except BaseException as exc:
@@ -315,8 +482,8 @@ def _call(model: nn.Module, tensors: dict[str, torch.Tensor], x: torch.Tensor) -
         raise _UserExit(f"the forward {what[3:] if what.startswith('it ') else 'raised ' + what}") from exc
 
 
-def _meta_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.preserve``)."""
+def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.state``)."""
 
     def meta(tensor: torch.Tensor) -> torch.Tensor:
         twin = torch.empty_like(tensor, device="meta")
@@ -324,12 +491,12 @@ def _meta_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             twin.requires_grad_(True)
         return twin
 
-    return swapped(model, meta)
+    return swapped(model, meta, prefix=prefix)
 
 
-def _real_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     """A clone of every parameter and buffer, under every alias name: the forward may write them."""
-    return swapped(model, lambda t: t.detach().clone())
+    return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
 
 
 def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:

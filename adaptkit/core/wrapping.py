@@ -44,7 +44,7 @@ def wrap_module(model: nn.Module, adapter_plan: AdapterPlan) -> WrappedBackbone:
 
 def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype] | None:
     """(device, dtype) of the backbone's first floating-point parameter or buffer; None for a meta or empty one."""
-    from adaptkit.core.preserve import initialised
+    from adaptkit.core.state import initialised
 
     for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.is_floating_point() and not tensor.is_meta:
