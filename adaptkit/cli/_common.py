@@ -59,6 +59,8 @@ def parse_kwargs(items: list[str]) -> dict[str, Any]:
     """``["depth=50", "name=foo"]`` -> ``{"depth": 50, "name": "foo"}``."""
     kwargs: dict[str, Any] = {}
     for item in items:
+        if not isinstance(item, str):  # argparse hands `--arg=--` over as an empty list
+            raise SourceError("--arg needs KEY=VALUE with KEY a Python name, e.g. --arg depth=50")
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():

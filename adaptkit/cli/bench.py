@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         threads=args.threads,
     )
+    from adaptkit.core.files import check_creatable_folder
+    from adaptkit.errors import BenchError
+
+    check_creatable_folder(args.out_dir, "--out-dir", BenchError)  # before the measurements, not after
     console = stdout_console()
     progress_console = Console(stderr=True)
     with Progress(
