@@ -90,3 +90,13 @@ def test_a_cuda_backbone_gets_a_cuda_adapter():
     assert {p.device.type for p in wrapped.adapter.parameters()} == {"cuda"}
     (out,) = wrapped(torch.randn(2, 3, 64, 64, device="cuda"))
     assert out.shape == (2, 32, 32, 32)
+
+
+def test_compile_guard_keeps_compiling_after_a_bad_input():
+    from adaptkit.core.fused_modules import CompileGuard
+
+    guard = CompileGuard(nn.Linear(4, 2), {"backend": "eager"})
+    with pytest.raises(RuntimeError):
+        guard(torch.randn(3, 5))  # the input is wrong, not the compiler
+    assert guard.compile_error is None and guard.__dict__["_compiled"] is not None
+    assert guard(torch.randn(3, 4)).shape == (3, 2)
