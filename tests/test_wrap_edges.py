@@ -100,3 +100,21 @@ def test_compile_guard_keeps_compiling_after_a_bad_input():
         guard(torch.randn(3, 5))  # the input is wrong, not the compiler
     assert guard.compile_error is None and guard.__dict__["_compiled"] is not None
     assert guard(torch.randn(3, 4)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool])
+def test_features_that_are_not_real_floats_are_never_planned(dtype):
+    from adaptkit.errors import PlanError
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 4, 4)
+
+        def forward(self, x):
+            return self.conv(x).to(dtype)
+
+    with pytest.raises(PlanError, match="no feature map adaptkit can adapt"):
+        adaptkit.wrap(Odd(), "16@4", (2, 3, 32, 32))
+    with pytest.raises(PlanError, match="real floating-point"):
+        adaptkit.wrap(Odd(), "16@4", (2, 3, 32, 32), select="")

@@ -61,11 +61,24 @@ def choose_feature(result: ProbeResult, target: TargetSpec, select: str | None =
             raise PlanError(
                 f"--select {select!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
             )
+        if not _real_floating(feature):
+            raise PlanError(
+                f"--select {select!r} is a {feature.dtype} tensor; an adapter's convolution and resize need "
+                "real floating-point features"
+            )
         return feature, f"selected by the user ({select!r})"
 
-    candidates = [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None]
+    candidates = [
+        f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None and _real_floating(f)
+    ]
     if not candidates:
-        kinds = ", ".join(f"{f.path or '<tensor>'} {list(f.shape)}" for f in result.features) or "nothing"
+        kinds = (
+            ", ".join(
+                f"{f.path or '<tensor>'} {list(f.shape)}" + ("" if _real_floating(f) else f" {f.dtype}")
+                for f in result.features
+            )
+            or "nothing"
+        )
         raise PlanError(
             f"the backbone returns no feature map adaptkit can adapt (it returns {kinds}); "
             "return an NCHW, NHWC or token (NLC) feature, e.g. with features_only=True"
@@ -81,6 +94,11 @@ def choose_feature(result: ProbeResult, target: TargetSpec, select: str | None =
     best = min(candidates, key=lambda f: (round(_log_distance(f, target), 6), -f.channels, order[f.path]))
     reason = _explain_choice(best, candidates, target)
     return best, reason
+
+
+def _real_floating(feature: FeatureSpec) -> bool:
+    """float16/32/64 or bfloat16: what a 1x1 conv and a bilinear resize take (not int64, bool or complex)."""
+    return feature.dtype.startswith(("float", "bfloat"))
 
 
 def _explain_choice(best: FeatureSpec, candidates: list[FeatureSpec], target: TargetSpec) -> str:
