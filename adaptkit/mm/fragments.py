@@ -132,13 +132,13 @@ def wrap_config(
     stored_source = source
     if source_kind(source) == SourceKind.FILE:
         file_path, _, name = source.rpartition(":")
-        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
+        stored_source = f"{_path_for_fragment(file_path, out_path)}:{name}"  # usable from any folder
     request = FragmentRequest(
         source=stored_source,
         source_kwargs=tuple(kwargs.items()),
         base=base_reference(target.config or config, out_path),
         base_has_neck=bool(base_cfg.model.get("neck")),
-        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
+        checkpoint=_path_for_fragment(checkpoint, out_path) if checkpoint else None,
         allow_partial=allow_partial,
         command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
         unused_modules=unused_modules,
@@ -147,6 +147,20 @@ def wrap_config(
     text = fragment_text(adapter_plan, request)
     write_atomic(out_path, text, force=force)
     return WrapResult(plan=adapter_plan, text=text, checkpoint=report)
+
+
+#: mmengine replaces this in a config file with the file's own folder when it loads it
+FRAGMENT_DIR = "{{fileDirname}}"
+
+
+def _path_for_fragment(path: str, out: Path) -> str:
+    """A file beside or below the fragment as ``{{fileDirname}}/rel/path`` (the two travel together), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        relative = resolved.relative_to(out.resolve().parent)
+    except ValueError:
+        return str(resolved)
+    return f"{FRAGMENT_DIR}/{relative.as_posix()}"
 
 
 def _refuse_overwriting_inputs(out: Path, source: str, config: str) -> None:
