@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
@@ -79,13 +80,14 @@ def wrap_config(
     from adaptkit.core.probing import probe
     from adaptkit.core.shapes import parse_input_shape
     from adaptkit.core.targets import probe_shape
-    from adaptkit.errors import CheckpointError, SourceError, TargetError
+    from adaptkit.errors import SourceError, TargetError
     from adaptkit.mm.openmmlab import load_config
     from adaptkit.mm.targets import target_from_config
     from adaptkit.sources import SourceKind, is_config_source, resolve_source, source_kind
 
     out_path = Path(out)
     check_destination(out_path, force)  # before any work: the file is written last
+    _refuse_overwriting_inputs(out_path, source, config)
     if input_shape is not None:
         input_shape = parse_input_shape(input_shape)  # a typo fails before the backbone is built
     if not is_config_source(config):
@@ -97,8 +99,12 @@ def wrap_config(
             "wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config: "
             "the config's own backbone is already in it"
         )
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
+    from adaptkit.mm.checkpoint import check_checkpoint_path, read_state_dict
+
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint, "--checkpoint")
+    if distill is not None:  # read now: a truncated teacher file must fail before the fragment is written
+        read_state_dict(check_checkpoint_path(distill.teacher_checkpoint, "--distill-checkpoint"))
     from adaptkit.mm.aux_plans import check_weight, parse_aux
 
     aux_heads = [parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux]
@@ -141,6 +147,22 @@ def wrap_config(
     text = fragment_text(adapter_plan, request)
     write_atomic(out_path, text, force=force)
     return WrapResult(plan=adapter_plan, text=text, checkpoint=report)
+
+
+def _refuse_overwriting_inputs(out: Path, source: str, config: str) -> None:
+    """--out may not be the --target config (a fragment whose _base_ is itself) nor the SOURCE file."""
+    from adaptkit.errors import EmitError
+
+    inputs = [("--target", config)]
+    if isinstance(source, str) and ":" in source and "::" not in source:
+        inputs.append(("SOURCE", source.rpartition(":")[0]))
+    for what, name in inputs:
+        try:
+            same = "::" not in name and out.exists() and Path(name).exists() and out.samefile(name)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise EmitError(f"--out {str(out)!r} is the {what} file itself; write the fragment to another name")
 
 
 def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -> list[dict[str, Any]]:
