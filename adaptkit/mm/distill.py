@@ -233,9 +233,9 @@ def teacher_target(
         feature = maps[-1]
     else:
         raise PlanError(f"teacher {teacher_config!r} returns no feature map to distill from")
-    spec = TargetSpec(
-        channels=feature.channels,
-        stride=(exact(feature.stride[0]), exact(feature.stride[1])),
+    spec = TargetSpec.single(
+        feature.channels,
+        (exact(feature.stride[0]), exact(feature.stride[1])),
         source=f"teacher {teacher_config}",
         config=str(teacher_config),
     )
