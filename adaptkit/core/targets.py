@@ -97,8 +97,8 @@ def _input_from_dict(data: Mapping[str, Any]) -> InputSpec:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown input field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
-    if "channels" not in data:
-        raise ValueError("an input needs its channels")
+    if "channels" not in data or "stride" not in data:
+        raise ValueError("an input needs its channels and its stride (None: the head pools it)")
     return InputSpec(
         channels=data["channels"],
         stride=_stride(data.get("stride")),

@@ -273,7 +273,7 @@ def read_head(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: Ma
     reader = HEAD_READERS.get(head_type)
     neck_type = str(neck.get("type")) if isinstance(neck, Mapping) else None
     if reader is None:
-        raise _Unreadable(["type (not one of " + ", ".join(sorted(HEAD_READERS)) + ")"])
+        raise _Unreadable(["type: not a head type adaptkit reads"])
     return reader(head, codec, neck_type)
 
 
@@ -323,8 +323,10 @@ def _trace(head: nn.Module, neck: nn.Module | None, target: TargetSpec, reading:
     feats = _dummy_inputs(target, target.input_size)
     was_training = head.training
     head.eval()
+    from adaptkit.mm.openmmlab import quiet
+
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet():
             out = head(neck(feats) if neck is not None else feats)
     except Exception as exc:  # the head's own assertion or shape error
         cause = " ".join(str(exc).split()) or type(exc).__name__
@@ -430,13 +432,33 @@ def _target_from_stock(
     if not maps:
         raise TargetError(f"{unreadable}, and its stock backbone returns no feature map")
     read = maps[-1]  # mmpose heads read feats[-1]
+    in_channels = head_cfg.get("in_channels")
+    if isinstance(in_channels, int) and in_channels != read.channels:
+        raise TargetError(
+            f"config {name!r} is inconsistent: its head expects {in_channels} channels but its backbone gives {read.channels}"
+        )
+    heatmap = _pair(codec["heatmap_size"]) if "heatmap_size" in codec else None
+    upsample = 1.0
+    if heatmap is not None and read.spatial is not None:
+        try:
+            head = build_model(head_cfg)
+        except ConfigError as exc:
+            raise _head_build_error(head_type, exc, head_cfg) from None
+        upsample = _head_upsample(head, read.channels, read.spatial)
+        produced = (round(read.spatial[1] * upsample), round(read.spatial[0] * upsample))
+        if produced != heatmap:
+            raise TargetError(
+                f"config {name!r}: its head produces {produced[0]}x{produced[1]} heatmaps but the codec wants "
+                f"{heatmap[0]}x{heatmap[1]} (width x height)"
+            )
     return TargetSpec.single(
         read.channels,
         (exact(read.stride[0]), exact(read.stride[1])),
         head_type=head_type,
         num_keypoints=int(head_cfg["out_channels"]) if isinstance(head_cfg.get("out_channels"), int) else None,
-        heatmap_size=_pair(codec["heatmap_size"]) if "heatmap_size" in codec else None,
+        heatmap_size=heatmap,
         input_size=(width, height),
+        head_upsample=exact(upsample),
         source=name,
         config=scoped or str(config_path(name).resolve()),
     )
