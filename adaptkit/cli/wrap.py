@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  select {adapter_plan.feature.path!r}: {adapter_plan.reason}")
         for step in adapter_plan.steps[1:]:
             console.print(f"  {step.kind.value}: {step.why}")
-        from adaptkit.mm.estimator import parse_aux
+        from adaptkit.mm.aux_plans import parse_aux
 
         for path, weight in map(parse_aux, args.aux):
             console.print(f"  auxiliary heatmap head on {path!r}, loss weight {weight:g}")

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from adaptkit.core.layouts import LAYOUTS, layout_info
 from adaptkit.core.records import Layout, parse_enum
 from adaptkit.core.shapes import target_size
 from adaptkit.core.tree import select
@@ -68,16 +69,18 @@ class ShapeAdapter(nn.Module):
             self.layout = parse_enum(Layout, layout, "layout")
         except ValueError as exc:
             raise BuildError(str(exc)) from None
-        if self.layout is Layout.OTHER:
-            raise BuildError("ShapeAdapter needs a spatial feature (NCHW, NHWC or NLC), got layout 'OTHER'")
+        self._layout = layout_info(self.layout)
+        if not self._layout.is_map:
+            maps = ", ".join(r.layout.value for r in LAYOUTS.values() if r.is_map)
+            raise BuildError(f"ShapeAdapter needs a spatial feature ({maps}), got layout {self.layout.value!r}")
         if in_channels <= 0 or (out_channels is not None and out_channels <= 0):
             raise BuildError(f"channels must be positive, got in_channels={in_channels}, out_channels={out_channels}")
         if len(feature_stride) != 2 or len(target_stride) != 2 or min(*feature_stride, *target_stride) <= 0:
             raise BuildError(
                 f"strides must be two positive numbers (height, width), got {feature_stride} and {target_stride}"
             )
-        if self.layout is Layout.NLC and grid is None:
-            raise BuildError("a token (NLC) feature needs its grid (height, width) to be laid out as a map")
+        if self._layout.needs_grid and grid is None:
+            raise BuildError(f"a {self.layout.value} feature needs its grid (height, width) to be laid out as a map")
         if grid is not None and (
             len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)
         ):
@@ -108,14 +111,14 @@ class ShapeAdapter(nn.Module):
         return self.feature_stride != self.target_stride
 
     def to_map(self, feature: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        """The selected feature as an NCHW map."""
-        if self.layout is Layout.NHWC:
-            return rearrange(feature, "b h w c -> b c h w")
-        if self.layout is Layout.NLC:
+        """The selected feature as an NCHW map, by the layout table's einops pattern."""
+        pattern = self._layout.to_nchw
+        if pattern is None:
+            return feature
+        if self._layout.needs_grid:
             tokens = feature[:, self.prefix_tokens :]
-            h = self._grid_height(tokens.shape[1], input_hw)
-            return rearrange(tokens, "b (h w) c -> b c h w", h=h)
-        return feature
+            return rearrange(tokens, pattern, h=self._grid_height(tokens.shape[1], input_hw))
+        return rearrange(feature, pattern)
 
     def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
         """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""

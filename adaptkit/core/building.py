@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
+from adaptkit.core.layouts import layout_info
 from adaptkit.core.records import AdapterPlan, InputPlan, StepKind
 from adaptkit.errors import BuildError
 
@@ -36,7 +37,7 @@ def _branch_config(plan: InputPlan) -> dict[str, Any]:
         target_stride=_plain(stride),
         project_first=project_first,
     )
-    if feature.layout.value == "NLC":
+    if layout_info(feature.layout).needs_grid:
         cfg.update(prefix_tokens=feature.prefix_tokens, grid=list(feature.spatial))
     return cfg
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from adaptkit.core.layouts import layout_info
 from adaptkit.core.records import (
     AdapterPlan,
     FeatureSpec,
@@ -232,11 +233,11 @@ def _plan_input(
         )
     ]
     shape = _shape_nchw(batch, feature.channels, feature.spatial)
-    if feature.layout is not Layout.NCHW:
-        what = {
-            Layout.NHWC: "channels-last map to NCHW",
-            Layout.NLC: f"tokens to an NCHW map ({feature.prefix_tokens} prefix token(s) dropped)",
-        }[feature.layout]
+    row = layout_info(feature.layout)
+    if row.layout_step is not None:
+        what = row.layout_step
+        if row.needs_grid:
+            what += f" ({feature.prefix_tokens} prefix token(s) dropped)"
         steps.append(
             PlanStep(
                 kind=StepKind.LAYOUT,

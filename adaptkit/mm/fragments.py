@@ -89,7 +89,7 @@ def wrap_request(
     from adaptkit.core.records import parse_enum
     from adaptkit.core.shapes import parse_input_shape
     from adaptkit.errors import CheckpointError, PlanError, SourceError, TargetError
-    from adaptkit.mm.estimator import check_weight, parse_aux
+    from adaptkit.mm.aux_plans import check_weight, parse_aux
     from adaptkit.sources import is_config_source
 
     out_path = Path(out)
@@ -229,7 +229,7 @@ def run_wrap(request: WrapRequest) -> WrapResult:
 
 def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -> list[dict[str, Any]]:
     """One auxiliary heatmap head config per ``(path, weight)``."""
-    from adaptkit.mm.estimator import aux_head_config, plan_aux
+    from adaptkit.mm.aux_plans import aux_head_config, plan_aux
 
     return [
         aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17)
@@ -239,7 +239,7 @@ def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -
 
 def _distill_config(result: Any, shape: Any, request: DistillRequest, student_path: str) -> dict[str, Any]:
     """The DistillHead config: the student's feature planned onto the teacher's."""
-    from adaptkit.mm.distill import distill_head_config, plan_distill, teacher_target
+    from adaptkit.mm.aux_plans import distill_head_config, plan_distill, teacher_target
 
     teacher, teacher_path = teacher_target(request.teacher_config, shape, request.teacher_select)
     return distill_head_config(
@@ -255,7 +255,7 @@ def _aux_entries(head_configs: list[dict[str, Any]], base_type: str | None) -> t
     """The fragment's estimator type and auxiliary heads (none: nothing)."""
     if not head_configs:
         return ()
-    from adaptkit.mm.estimator import aux_model_entries
+    from adaptkit.mm.aux_plans import aux_model_entries
 
     return aux_model_entries(head_configs, base_type=base_type)
 
