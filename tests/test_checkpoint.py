@@ -226,7 +226,7 @@ def test_a_raw_pickle_says_one_line_and_no_warning(tmp_path: Path, recwarn) -> N
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.pth"
-    with pytest.raises(CheckpointError, match=r"checkpoint file .*nope\.pth does not exist"):
+    with pytest.raises(CheckpointError, match=r"checkpoint .*nope\.pth. does not exist"):
         load_checkpoint(Small(), path)
 
 

@@ -29,7 +29,6 @@ __all__ = [
     "user_path_errors",
     "check_destination",
     "check_folder",
-    "check_creatable_folder",
     "write_atomic",
     "read_bytes_bounded",
 ]
@@ -102,22 +101,6 @@ def check_folder(folder: Path, what: str = "folder", error: type[AdaptkitError] 
             reason = "the file system is read-only" if _read_only(folder) else "permission denied"
             raise error(f"cannot write in {what} {show(folder)}: {reason}")
     return folder
-
-
-def check_creatable_folder(folder: str | os.PathLike[str], what: str, error: type[AdaptkitError]) -> Path:
-    """``folder`` is a folder adaptkit can write in, or one it can create (checked before any long work)."""
-    path = user_path(folder, what, error)
-    with user_path_errors(path, "use", error):
-        for part in path.parts:
-            if len(os.fsencode(part)) > 255:
-                raise error(f"cannot use {what} {show(path)}: the name is too long for the file system")
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-        if not existing.is_dir():
-            raise error(f"{what} {show(path)} cannot be created: {show(existing)} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            reason = "the file system is read-only" if _read_only(existing) else "permission denied"
-            raise error(f"cannot write in {what} {show(existing)}: {reason}")
-    return path
 
 
 def _read_only(folder: Path) -> bool:

@@ -103,7 +103,13 @@ def heatmap_stride(target: TargetSpec) -> tuple[float, float]:
     if target.input_size is not None and target.heatmap_size is not None:
         (iw, ih), (hw, hh) = target.input_size, target.heatmap_size
         return (exact(ih / hh), exact(iw / hw))
-    return (exact(target.stride[0] / target.head_upsample), exact(target.stride[1] / target.head_upsample))
+    stride = target.stride
+    if stride is None:
+        raise PlanError(
+            f"head {target.head_type or 'target'} pools its map and makes no heatmap; "
+            "an auxiliary heatmap head has no stride to match"
+        )
+    return (exact(stride[0] / target.head_upsample), exact(stride[1] / target.head_upsample))
 
 
 def plan_aux(result: ProbeResult, target: TargetSpec, path: str) -> AdapterPlan:
@@ -117,9 +123,9 @@ def plan_aux(result: ProbeResult, target: TargetSpec, path: str) -> AdapterPlan:
 
     check_aux_path(result, path)
     feature = result.feature(path)
-    aux_target = TargetSpec(
-        channels=feature.channels,
-        stride=heatmap_stride(target),
+    aux_target = TargetSpec.single(
+        feature.channels,
+        heatmap_stride(target),
         num_keypoints=target.num_keypoints,
         heatmap_size=target.heatmap_size,
         input_size=target.input_size,
@@ -149,9 +155,9 @@ def aux_head_config(
     target = plan.target
     if target.input_size is not None and target.heatmap_size is not None:
         want = heatmap_stride(target)
-        if tuple(target.stride) != want:
+        if target.stride is None or tuple(target.stride) != want:
             raise PlanError(
-                f"the auxiliary head's plan resizes to stride {list(target.stride)} but the heatmaps are at stride "
+                f"the auxiliary head's plan resizes to stride {target.stride} but the heatmaps are at stride "
                 f"{list(want)}; plan it with plan_aux"
             )
     cfg: dict[str, Any] = dict(
@@ -216,9 +222,9 @@ def teacher_target(
         feature = maps[-1]
     else:
         raise PlanError(f"teacher {teacher_config!r} returns no feature map to distill from")
-    spec = TargetSpec(
-        channels=feature.channels,
-        stride=(exact(feature.stride[0]), exact(feature.stride[1])),
+    spec = TargetSpec.single(
+        feature.channels,
+        (exact(feature.stride[0]), exact(feature.stride[1])),
         source=f"teacher {teacher_config}",
         config=str(teacher_config),
     )

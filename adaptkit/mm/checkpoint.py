@@ -92,7 +92,7 @@ def check_checkpoint_path(path: str | os.PathLike[str], what: str = "checkpoint"
     checked = user_path(path, what, CheckpointError)
     with user_path_errors(checked, f"read {what}", CheckpointError):
         if not checked.exists():
-            raise CheckpointError(f"{what} file {checked} does not exist; check the path")
+            raise CheckpointError(f"{what} {str(checked)!r} does not exist; check the path")
         if checked.is_dir():
             raise CheckpointError(
                 f"{what} path is not a file but a folder: {checked}; point at the .pth/.pt file itself"

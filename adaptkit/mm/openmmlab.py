@@ -186,11 +186,18 @@ class ConfigBackbone(nn.Module):
 
 
 def build_config_backbone(source: str) -> ConfigBackbone:
-    """A config's backbone and neck, built as one module (a config given as a SOURCE)."""
+    """A config's backbone and neck, built as one module (a config given as a SOURCE).
+
+    A pooling neck (``KEPT_NECKS``) is left out: it stays after the adapter.
+    """
     cfg = load_config(source)
     model_cfg = cfg.get("model")
     if model_cfg is None or "backbone" not in model_cfg:
         raise ConfigError(f"config {source!r} has no model.backbone to probe")
+    from adaptkit.mm.targets import KEPT_NECKS
+
     backbone = build_model(model_cfg["backbone"])
-    neck = build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
-    return ConfigBackbone(backbone, neck)
+    neck_cfg = model_cfg.get("neck")
+    # a pooling neck stays in the estimator after any adapter: the maps before it are what gets adapted
+    keep = neck_cfg and neck_cfg.get("type") not in KEPT_NECKS
+    return ConfigBackbone(backbone, build_model(neck_cfg) if keep else None)
