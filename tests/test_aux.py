@@ -359,7 +359,7 @@ def test_plan_aux_resizes_to_the_heatmap_stride(wrapped: Wrapped) -> None:
 
 
 def test_heatmap_stride_without_codec_sizes() -> None:
-    deconv_head = TargetSpec(channels=2048, stride=(32, 32), head_upsample=8)
+    deconv_head = TargetSpec.single(2048, (32, 32), head_upsample=8)
     assert heatmap_stride(deconv_head) == (4, 4)
 
 
@@ -373,7 +373,7 @@ def test_aux_head_config_checks(wrapped: Wrapped) -> None:
         aux_head_config(good, -1, 17)
     with pytest.raises(PlanError, match="positive number of keypoints"):
         aux_head_config(good, 0.4, 0)
-    wrong = dataclasses.replace(wrapped.target, stride=(8, 8))
+    wrong = dataclasses.replace(wrapped.target, inputs=(dataclasses.replace(wrapped.target.last, stride=(8, 8)),))
     at_8 = plan_features(wrapped.result, wrong, select="1", strategy=Strategy.ADAPT_HEAD)
     with pytest.raises(PlanError, match="plan it with plan_aux"):
         aux_head_config(at_8, 0.4, 17)

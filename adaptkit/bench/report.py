@@ -117,12 +117,15 @@ def check_out_dir(path: str | Path) -> Path:
     A folder that does not exist yet is fine when its nearest existing
     ancestor is a writable folder (it is created when the results are written).
     """
-    out = Path(path)
+    from adaptkit.core.files import user_path, user_path_errors
+
+    out = user_path(path, "--out-dir", BenchError)  # a name the file system cannot hold fails in one line too
     probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    with user_path_errors(out, "use --out-dir", BenchError):
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
     if probe.exists() and not probe.is_dir():
         where = "" if probe == out else f" ({str(probe)!r} is a file)"
         raise BenchError(f"--out-dir {str(out)!r} cannot be a folder{where}; give a folder")

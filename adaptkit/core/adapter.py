@@ -4,7 +4,10 @@
 takes the backbone's raw output (any nesting), selects one tensor by path,
 fixes its layout, projects its channels with a 1x1 conv and resizes it
 bilinearly, in the order the planner chose, and returns a 1-tuple the way
-mmpose necks do. All settings are plain data, so a config can hold them.
+mmpose necks do. ``MultiShapeAdapter`` holds one such branch per map a
+multi-input head reads and returns the maps in the head's order (nested
+when the head reads stages of units). All settings are plain data, so a
+config can hold them.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from adaptkit.core.layouts import LAYOUTS, layout_info
 from adaptkit.core.records import Layout, parse_enum
 from adaptkit.core.shapes import target_size
 from adaptkit.core.tree import select
-from adaptkit.errors import BuildError
+from adaptkit.errors import BuildError, ShapeMismatchError
 
-__all__ = ["ShapeAdapter", "resize_to", "target_size"]
+__all__ = ["ShapeAdapter", "MultiShapeAdapter", "resize_to", "target_size"]
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -119,18 +122,24 @@ class ShapeAdapter(nn.Module):
 
     def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
         """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
-        assert self.grid is not None  # checked in __init__
+        if self.grid is None:  # checked in __init__
+            raise BuildError("a token layout needs the probed grid; rebuild the adapter from its plan")
         if input_hw is not None:
-            gh, gw = target_size((self.grid[0], self.grid[1]), self.feature_stride, self.feature_stride, input_hw)
-            if gh * gw == n:
-                return gh
-            raise RuntimeError(f"{n} tokens do not form the {gh}x{gw} grid a {input_hw[0]}x{input_hw[1]} input gives")
+            # a patch embedding rounds down (no padding) or up (padded): either grid may be the one
+            sh, sw = self.feature_stride
+            for rounding in (math.ceil, math.floor):
+                gh, gw = max(1, rounding(input_hw[0] / sh - 1e-9)), max(1, rounding(input_hw[1] / sw - 1e-9))
+                if gh * gw == n:
+                    return gh
+            raise ShapeMismatchError(
+                f"{n} tokens do not form the grid a {input_hw[0]}x{input_hw[1]} input gives at stride {sh}x{sw}"
+            )
         gh, gw = self.grid
         if gh * gw == n:
             return gh
         h = round(math.sqrt(n * gh / gw))  # an estimator's neck sees no input size: keep the probed aspect ratio
         if h <= 0 or n % h:
-            raise RuntimeError(
+            raise ShapeMismatchError(
                 f"cannot lay out {n} tokens with the probed aspect ratio {gh}x{gw}; "
                 "token backbones need the probed aspect ratio inside an estimator"
             )
@@ -152,3 +161,45 @@ class ShapeAdapter(nn.Module):
             f"select={self.select!r}, layout={self.layout.value}, {self.in_channels}->{self.out_channels} ch, "
             f"stride {self.feature_stride}->{self.target_stride}, order: {order}"
         )
+
+
+class MultiShapeAdapter(nn.Module):
+    """One ShapeAdapter branch per head input; returns their maps in the head's order.
+
+    Args:
+        branches: ShapeAdapter settings (dicts, ``type`` optional), one per map the head reads.
+        groups: how the maps nest: ``[4, 4]`` returns two tuples of four maps (MSPN's stages of
+            units); None returns one flat tuple.
+    """
+
+    def __init__(self, branches: Sequence[dict[str, Any]], groups: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not branches:
+            raise BuildError("MultiShapeAdapter needs at least one branch")
+        if groups is not None and (
+            any(not isinstance(g, int) or g <= 0 for g in groups) or sum(groups) != len(branches)
+        ):
+            raise BuildError(f"groups {list(groups)} do not split the {len(branches)} branches")
+        made = []
+        for branch in branches:
+            settings = {k: v for k, v in dict(branch).items() if k != "type"}
+            try:
+                made.append(ShapeAdapter(**settings))
+            except TypeError as exc:
+                raise BuildError(f"bad MultiShapeAdapter branch {settings}: {exc}") from None
+        self.branches = nn.ModuleList(made)
+        self.groups = tuple(groups) if groups is not None else None
+
+    def init_weights(self) -> None:
+        for branch in self.branches:
+            branch.init_weights()  # type: ignore[operator]
+
+    def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[Any, ...]:
+        maps = [branch(feats, input_hw)[0] for branch in self.branches]
+        if self.groups is None:
+            return tuple(maps)
+        nested, start = [], 0
+        for size in self.groups:
+            nested.append(tuple(maps[start : start + size]))
+            start += size
+        return tuple(nested)

@@ -40,6 +40,7 @@ class FragmentRequest:
     command: str  # the command that regenerates the fragment
     extra_model: tuple[tuple[str, Any], ...] = ()  # further model keys (auxiliary heads, estimator type)
     unused_modules: tuple[str, ...] = ()  # backbone modules no head reads (DDP must be told)
+    kept_neck: tuple[tuple[str, Any], ...] | None = None  # the stock neck config that runs after the adapter
 
 
 def format_value(value: Any, level: int = 0) -> str:
@@ -70,16 +71,34 @@ def format_value(value: Any, level: int = 0) -> str:
 
 
 def _describe(plan: AdapterPlan) -> list[str]:
-    f = plan.feature
-    lines = [
-        f"feature {f.path!r}: {list(f.shape)} {f.layout.value}, {f.channels} ch at stride {format_value(list(f.stride))}",
-        f"why: {plan.reason}",
-    ]
-    lines += [f"step: {step.kind.value}: {step.why}" for step in plan.steps[1:]]
     t = plan.target
-    lines.append(
-        f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}"
-    )
+    lines = []
+    many = len(plan.inputs) > 1
+    if many:
+        nesting = f", nested as {len(t.groups)} groups of {list(t.groups)}" if t.groups else ""
+        lines.append(
+            f"the adapter returns {len(plan.inputs)} maps, in the order {t.head_type or 'the head'} reads them{nesting}"
+        )
+    for p in plan.inputs:
+        f = p.feature
+        pad = f"input {p.index}: " if many else ""
+        lines += [
+            f"{pad}feature {f.path!r}: {list(f.shape)} {f.layout.value}, {f.channels} ch at stride {format_value(list(f.stride))}",
+            f"{pad}why: {p.reason}",
+        ]
+        lines += [f"{pad}step: {step.kind.value}: {step.why}" for step in p.steps[1:]]
+    if t.kept_neck is not None:
+        lines.append(f"the adapter runs before the stock {t.kept_neck} neck, which stays: the head reads what it pools")
+    if t.stride is None:
+        lines.append(f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch, pooled")
+    elif not many:
+        lines.append(
+            f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}"
+        )
+    if t.featuremap_size is not None:
+        lines.append(
+            f"exact grid: {t.featuremap_size[0]}x{t.featuremap_size[1]} (width x height), the head's in_featuremap_size"
+        )
     return lines
 
 
@@ -93,6 +112,8 @@ def fragment_text(plan: AdapterPlan, request: FragmentRequest) -> str:
         if request.allow_partial:
             backbone["allow_partial"] = True
     neck = adapter_config(plan)
+    if request.kept_neck is not None:
+        neck = dict(type="AdapterThenNeck", adapter=neck, neck=dict(request.kept_neck))
     if request.base_has_neck:
         neck = dict(_delete_=True, **neck)
     model: dict[str, Any] = dict(backbone=backbone, neck=neck)

@@ -261,13 +261,16 @@ def _link_exclusive(tmp: Path, target: Path, data: bytes) -> None:
         raise
 
 
-def read_bytes_bounded(path: str | os.PathLike[str], limit: int, what: str, error: type[AdaptkitError]) -> bytes | None:
+def read_bytes_bounded(
+    path: str | os.PathLike[str], limit: int, what: str, error: type[AdaptkitError], *, follow: bool = False
+) -> bytes | None:
     """The bytes of a regular file of at most ``limit`` bytes; None when it is larger.
 
-    Opens without following a final symlink and without blocking (a FIFO
-    never hangs the reader); refuses anything but a regular file.
+    Opens without blocking (a FIFO never hangs the reader) and, unless
+    ``follow``, without following a final symlink; refuses anything but a
+    regular file.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     with user_path_errors(path, f"read {what}", error):
         fd = os.open(path, flags)
         try:

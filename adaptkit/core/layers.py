@@ -40,7 +40,7 @@ class _Summarize(nn.Module):
                 self.model,
                 input_data=[x],
                 depth=1_000,
-                mode="train" if self.model.training else "eval",  # flags are restored by state.preserved
+                mode="train" if self.model.training else "eval",  # flags are restored by preserve.model_preserved
                 verbose=0,
                 col_names=("output_size", "num_params"),
             )

@@ -23,7 +23,7 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found (``adaptkit.core.state``): meta
+* The model is left as it was found (``adaptkit.core.preserve``): meta
   tensors, or clones in the real fallback, are swapped in for every
   parameter and buffer under every alias name, so the model's own tensors
   are never read for values or written; every module's attributes, the
@@ -61,9 +61,9 @@ from torch.overrides import TorchFunctionMode
 
 from adaptkit.core.layers import layer_rows
 from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
+from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
 from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
-from adaptkit.core.state import count_parameters, initialised, preserved, swapped
 from adaptkit.core.tree import iter_tensors
 from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
@@ -129,7 +129,7 @@ def probe(
     dtype = _input_dtype(model)
     names = _module_names(model)
 
-    with preserved(model, run_device):
+    with model_preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
             features = _probe_real(model, shape, second, real_fallback_size, dtype, run_device, names, None)
             used_mode, reason = ProbeMode.REAL, None
@@ -504,7 +504,7 @@ def _call(model: nn.Module, tensors: dict[str, torch.Tensor], *args: torch.Tenso
 
 
 def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.state``)."""
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.preserve``)."""
 
     def meta(tensor: torch.Tensor) -> torch.Tensor:
         twin = torch.empty_like(tensor, device="meta")

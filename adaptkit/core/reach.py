@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from adaptkit.core.state import preserved, swapped
+from adaptkit.core.preserve import model_preserved, swapped
 from adaptkit.core.tree import select
 from adaptkit.errors import is_user_failure
 
@@ -42,7 +42,7 @@ def unreached_parameters(model: nn.Module, input_shape: Sequence[int], paths: Se
     params = {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) in twins}
     x = torch.empty(tuple(input_shape), device="meta")
     try:
-        with preserved(model), torch.enable_grad():
+        with model_preserved(model), torch.enable_grad():
             output = functional_call(model, tensors, (x,), strict=False, tie_weights=False)
             read = torch.stack([select(output, path).sum() for path in dict.fromkeys(paths)]).sum()
             grads = torch.autograd.grad(read, [twins[id(p)] for p in params.values()], allow_unused=True)

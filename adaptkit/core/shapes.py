@@ -19,7 +19,8 @@ MAX_DIM = 2**31 - 1
 #: the largest element count of the dummy input (it stays on the meta device, but its size must be an int64)
 MAX_NUMEL = 2**62
 _DIGITS = re.compile(r"[0-9]+")
-_HINT = "write it as BATCHxCHANNELSxHEIGHTxWIDTH, e.g. 2x3x640x640"
+_FOUR = "BATCHxCHANNELSxHEIGHTxWIDTH, e.g. 2x3x640x640"
+_HINT = f"write it as {_FOUR}"
 
 
 def short_repr(value: object) -> str:
@@ -66,7 +67,7 @@ def parse_input_shape(value: object) -> tuple[int, int, int, int]:
             ) from None
         dims = tuple(_dimension(d, value) for d in items)
     if len(dims) != 4:
-        raise InputShapeError(f"input shape {short_repr(value)} has {len(dims)} dimensions; give four, {_HINT}")
+        raise InputShapeError(f"input shape {short_repr(value)} has {len(dims)} dimensions; give four, {_FOUR}")
     if any(d <= 0 for d in dims):
         raise InputShapeError(
             f"input shape {short_repr(value)} has a zero or negative size; every dimension must be at least 1"

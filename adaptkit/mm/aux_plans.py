@@ -57,17 +57,17 @@ def check_weight(value: Any, what: str = "auxiliary loss weight", error: type[Ad
     return weight
 
 
-def check_aux_path(result: ProbeResult, path: str) -> None:
+def check_aux_path(result: ProbeResult, path: str, option: str = "--aux") -> None:
     """PlanError unless ``path`` names a feature map the backbone returns (not the input passed through)."""
     try:
         feature = result.feature(path)
     except KeyError as exc:
-        raise PlanError(f"--aux: {exc.args[0]}") from None
+        raise PlanError(f"{option}: {exc.args[0]}") from None
     if feature.is_input:
-        raise PlanError(f"--aux {path!r} names the input image passed through, not a feature; pick another path")
+        raise PlanError(f"{option} {path!r} names the input image passed through, not a feature; pick another path")
     if not feature.is_spatial:
         raise PlanError(
-            f"--aux {path!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
+            f"{option} {path!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
         )
 
 
@@ -103,7 +103,13 @@ def heatmap_stride(target: TargetSpec) -> tuple[float, float]:
     if target.input_size is not None and target.heatmap_size is not None:
         (iw, ih), (hw, hh) = target.input_size, target.heatmap_size
         return (exact(ih / hh), exact(iw / hw))
-    return (exact(target.stride[0] / target.head_upsample), exact(target.stride[1] / target.head_upsample))
+    stride = target.stride
+    if stride is None:
+        raise PlanError(
+            f"head {target.head_type or 'target'} pools its map and makes no heatmap; "
+            "an auxiliary heatmap head has no stride to match"
+        )
+    return (exact(stride[0] / target.head_upsample), exact(stride[1] / target.head_upsample))
 
 
 def plan_aux(result: ProbeResult, target: TargetSpec, path: str) -> AdapterPlan:
@@ -117,9 +123,9 @@ def plan_aux(result: ProbeResult, target: TargetSpec, path: str) -> AdapterPlan:
 
     check_aux_path(result, path)
     feature = result.feature(path)
-    aux_target = TargetSpec(
-        channels=feature.channels,
-        stride=heatmap_stride(target),
+    aux_target = TargetSpec.single(
+        feature.channels,
+        heatmap_stride(target),
         num_keypoints=target.num_keypoints,
         heatmap_size=target.heatmap_size,
         input_size=target.input_size,
@@ -149,9 +155,9 @@ def aux_head_config(
     target = plan.target
     if target.input_size is not None and target.heatmap_size is not None:
         want = heatmap_stride(target)
-        if tuple(target.stride) != want:
+        if target.stride is None or tuple(target.stride) != want:
             raise PlanError(
-                f"the auxiliary head's plan resizes to stride {list(target.stride)} but the heatmaps are at stride "
+                f"the auxiliary head's plan resizes to stride {target.stride} but the heatmaps are at stride "
                 f"{list(want)}; plan it with plan_aux"
             )
     cfg: dict[str, Any] = dict(
@@ -216,9 +222,9 @@ def teacher_target(
         feature = maps[-1]
     else:
         raise PlanError(f"teacher {teacher_config!r} returns no feature map to distill from")
-    spec = TargetSpec(
-        channels=feature.channels,
-        stride=(exact(feature.stride[0]), exact(feature.stride[1])),
+    spec = TargetSpec.single(
+        feature.channels,
+        (exact(feature.stride[0]), exact(feature.stride[1])),
         source=f"teacher {teacher_config}",
         config=str(teacher_config),
     )
@@ -229,7 +235,7 @@ def plan_distill(result: ProbeResult, teacher: TargetSpec, path: str) -> Adapter
     """The student adapter: feature ``path`` projected to the teacher's channels at its stride."""
     from adaptkit.core.planning import plan_features
 
-    check_aux_path(result, path)
+    check_aux_path(result, path, "--distill-from")
     return plan_features(result, teacher, select=path, strategy=Strategy.ADAPT_FEATURES)
 
 

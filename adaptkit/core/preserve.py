@@ -1,11 +1,15 @@
-"""Leave a model exactly as it was found around a trace (probe, reachability).
+"""Leave a model as it was found: the probe's promise, kept in one place.
+
+Every trace (the meta probe, the real fallback, the per-layer table, the
+reachability trace) runs inside ``model_preserved`` and swaps tensors in
+with ``swapped``.
 
 A forward may change far more than parameters and buffers: it flips
 training flags, caches tensors in attributes and in dicts (timm's
 ``attention_bias_cache``), initialises lazy modules (their parameters change
 class in place, their hooks remove themselves, the module changes class),
 counts calls, and draws from torch's, Python's and NumPy's generators.
-``preserved`` takes a shallow snapshot of every module's attributes and of
+``model_preserved`` takes a shallow snapshot of every module's attributes and of
 the containers among them, and restores them whatever happens; ``swapped``
 gives ``functional_call`` one new tensor per original for every
 (module, attribute) alias, so a submodule reused under several names
@@ -24,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
-__all__ = ["preserved", "swapped", "has_lazy_tensors", "count_parameters", "initialised"]
+__all__ = ["model_preserved", "swapped", "has_lazy_tensors", "count_parameters", "initialised"]
 
 _CONTAINERS = (dict, list, set)
 
@@ -162,7 +166,7 @@ def _cuda_devices(device: torch.device | None) -> list[int]:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, device: torch.device | None = None) -> Iterator[None]:
+def model_preserved(model: nn.Module, device: torch.device | None = None) -> Iterator[None]:
     """The model's modules, attributes, containers and lazy tensors, and every RNG, as they were."""
     snapshot = _Snapshot(model)
     generators = _rng_states()
