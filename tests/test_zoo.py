@@ -277,3 +277,36 @@ def test_every_zoo_config_is_served_or_refused_in_one_line(tmp_path: Path) -> No
     print(render(rows, trained))
     for group, config in sorted(trained.items()):
         print(f"trained: {' / '.join(group)}: {config}")
+
+
+def test_every_stock_backbone_plans_into_its_own_head_without_projection_or_resize() -> None:
+    """``adaptkit plan CONFIG --target CONFIG``, one config per (backbone, neck, head) whose backbone builds here."""
+    from adaptkit.api import plan
+    from adaptkit.core.records import StepKind
+    from adaptkit.mm.openmmlab import build_config_backbone, load_config
+    from adaptkit.mm.targets import target_from_config
+
+    seen: set[tuple[str, ...]] = set()
+    checked, skipped = [], []
+    for name in zoo_configs():
+        if "body_3d" in name:
+            continue
+        cfg = load_config(name)
+        key = tuple(_types(cfg.model))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            source = build_config_backbone(name)
+            target = target_from_config(name)
+        except AdaptkitError as exc:  # a backbone (or head) from a package that is not installed
+            skipped.append(f"{name}: {exc}")
+            continue
+        adapter_plan = plan(source, target)
+        kinds = [s.kind for p in adapter_plan.inputs for s in p.steps]
+        assert StepKind.PROJECT not in kinds and StepKind.RESIZE not in kinds, (name, adapter_plan.inputs)
+        checked.append(name)
+    print(f"\nplanned into their own heads with no projection or resize: {len(checked)} (backbone, neck, head) kinds")
+    for line in skipped:
+        print(f"not built here: {line}")
+    assert len(checked) >= 30
