@@ -310,3 +310,32 @@ def test_every_stock_backbone_plans_into_its_own_head_without_projection_or_resi
     for line in skipped:
         print(f"not built here: {line}")
     assert len(checked) >= 30
+
+
+@pytest.mark.parametrize(
+    ("fragment", "head"),
+    [("sctnet-b_rtmpose-m_coco-256x192.py", "RTMCCHead"), ("sctnet-b_simcc-res50_coco-256x192.py", "SimCCHead")],
+)
+def test_fuse_refuses_a_head_it_cannot_fold_by_name(fragment: str, head: str) -> None:
+    import adaptkit
+    from adaptkit.errors import FuseError
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    model = build_model(load_config(Path(__file__).resolve().parents[1] / "adapters" / fragment).model)
+    model.eval()
+    with pytest.raises(FuseError, match=f"does not know the head {head}"):
+        adaptkit.fuse(model)
+
+
+def test_fuse_refuses_a_multi_input_adapter_naming_the_head(tmp_path: Path) -> None:
+    import adaptkit
+    from adaptkit.errors import FuseError
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    fragment = tmp_path / "cpm.py"
+    wrap_config(SOURCE, "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_cpm_8xb64-210e_coco-256x192.py", fragment)
+    model = build_model(load_config(fragment).model)
+    model.eval()
+    with pytest.raises(FuseError, match="fuse cannot fold the adapter into CPMHead: its MultiShapeAdapter"):
+        adaptkit.fuse(model)
