@@ -473,3 +473,10 @@ def test_wrap_refuses_pose_lifting_in_one_line(tmp_path: Path, run_cli) -> None:
     code, _, stderr = run_cli("wrap", "sctnet-s", "--target", config, "--out", str(out))
     assert code == 2 and not out.exists() and len(stderr.strip().splitlines()) == 1
     assert "3D pose-lifting head" in stderr
+
+
+def test_doctor_names_the_packages_a_config_pipeline_needs(run_cli) -> None:
+    fragment = str(Path(__file__).resolve().parents[1] / "adapters" / "sctnet-b_rtmpose-m_coco-256x192.py")
+    _, stdout, _ = run_cli("doctor", "--config", fragment)
+    assert "train_pipeline uses mmdet.YOLOXHSVRandomAug, which needs mmdet (not installed)" in stdout
+    assert "train_pipeline uses Albumentation, which needs albumentations (not installed)" in stdout
