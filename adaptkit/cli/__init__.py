@@ -15,7 +15,7 @@ from adaptkit.errors import AdaptkitError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("probe", "plan", "wrap", "bench", "doctor")
+_COMMANDS = ("probe", "plan", "wrap", "smoke", "bench", "doctor")
 
 
 class OneLineParser(argparse.ArgumentParser):
