@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adaptkit-installed
 
-.PHONY: install demo test test-fast lint adapters bench clean
+.PHONY: install demo test test-fast lint adapters golden bench clean
 
 # The tested stack (requirements/stack.txt); mmpose goes in with --no-deps because its
 # declared chumpy dependency does not build. No source builds: about two minutes.
@@ -36,6 +36,10 @@ lint: $(STAMP)
 # Regenerate the committed fragments under adapters/.
 adapters: $(STAMP)
 	$(BIN)/python adapters/regenerate.py
+
+# Rewrite the golden CLI outputs under tests/golden/ (then review the diff).
+golden: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_golden.py --overwrite-golden
 
 # Both benchmarks, on this machine's CPU (or the GPU when there is one): results in benchmarks/results/.
 bench: $(STAMP)

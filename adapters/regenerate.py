@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from adaptkit.mm.stock import FRAGMENT_NAMES as CONFIGS
+from adaptkit.mm.stock import HEAD_FRAGMENTS
 from adaptkit.mm.stock import SHIPPED_BACKBONES as BACKBONES
 
 HERE = Path(__file__).resolve().parent
@@ -22,9 +23,13 @@ HERE = Path(__file__).resolve().parent
 
 def fragments() -> dict[Path, tuple[str, str]]:
     """Every shipped fragment path -> (backbone, config)."""
-    return {
+    every = {
         HERE / f"{backbone}_{name}.py": (backbone, config) for backbone in BACKBONES for name, config in CONFIGS.items()
     }
+    every.update(
+        {HERE / f"{backbone}_{name}.py": (backbone, config) for name, (backbone, config) in HEAD_FRAGMENTS.items()}
+    )
+    return every
 
 
 def render(backbone: str, config: str, path: Path) -> str:

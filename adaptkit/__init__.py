@@ -9,6 +9,8 @@ from __future__ import annotations
 from adaptkit.core.records import (
     AdapterPlan,
     FeatureSpec,
+    InputPlan,
+    InputSpec,
     Layout,
     PlanStep,
     ProbeMode,
@@ -47,7 +49,9 @@ __all__ = [
     "FeatureSpec",
     "ProbeResult",
     "TargetSpec",
+    "InputSpec",
     "AdapterPlan",
+    "InputPlan",
     "PlanStep",
     "Layout",
     "ProbeMode",

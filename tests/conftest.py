@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptkit.mm.stock import FRAGMENT_NAMES
+from adaptkit.mm.stock import CROWDPOSE, FRAGMENT_NAMES, HRNET  # noqa: F401  (the tests import the stock names from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTERS = ROOT / "adapters"
@@ -42,3 +42,12 @@ def cli_subprocess():
         )
 
     return run
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--overwrite-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.txt from the current CLI output (review the diff after)",
+    )

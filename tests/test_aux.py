@@ -19,17 +19,15 @@ from adaptkit.core.planning import plan_features
 from adaptkit.core.probing import probe
 from adaptkit.core.records import ProbeResult, Strategy, TargetSpec
 from adaptkit.errors import BuildError, ConfigError, PlanError
-from adaptkit.mm.estimator import (
+from adaptkit.mm.aux_plans import (
     DEFAULT_AUX_WEIGHT,
-    AuxHeatmapHead,
-    AuxiliaryHead,
-    AuxTopdownPoseEstimator,
     aux_head_config,
     aux_model_entries,
     heatmap_stride,
     parse_aux,
     plan_aux,
 )
+from adaptkit.mm.estimator import AuxHeatmapHead, AuxiliaryHead, AuxTopdownPoseEstimator
 from adaptkit.mm.fragments import wrap_config
 from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source
@@ -361,7 +359,7 @@ def test_plan_aux_resizes_to_the_heatmap_stride(wrapped: Wrapped) -> None:
 
 
 def test_heatmap_stride_without_codec_sizes() -> None:
-    deconv_head = TargetSpec(channels=2048, stride=(32, 32), head_upsample=8)
+    deconv_head = TargetSpec.single(2048, (32, 32), head_upsample=8)
     assert heatmap_stride(deconv_head) == (4, 4)
 
 
@@ -375,7 +373,7 @@ def test_aux_head_config_checks(wrapped: Wrapped) -> None:
         aux_head_config(good, -1, 17)
     with pytest.raises(PlanError, match="positive number of keypoints"):
         aux_head_config(good, 0.4, 0)
-    wrong = dataclasses.replace(wrapped.target, stride=(8, 8))
+    wrong = dataclasses.replace(wrapped.target, inputs=(dataclasses.replace(wrapped.target.last, stride=(8, 8)),))
     at_8 = plan_features(wrapped.result, wrong, select="1", strategy=Strategy.ADAPT_HEAD)
     with pytest.raises(PlanError, match="plan it with plan_aux"):
         aux_head_config(at_8, 0.4, 17)

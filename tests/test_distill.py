@@ -12,14 +12,8 @@ import torch
 
 from adaptkit.core.probing import probe
 from adaptkit.errors import BuildError, CheckpointError, ConfigError, PlanError
-from adaptkit.mm.distill import (
-    ChannelWiseDistillLoss,
-    DistillHead,
-    build_teacher,
-    distill_head_config,
-    plan_distill,
-    teacher_target,
-)
+from adaptkit.mm.aux_plans import distill_head_config, plan_distill, teacher_target
+from adaptkit.mm.distill import ChannelWiseDistillLoss, DistillHead, build_teacher
 from adaptkit.mm.estimator import AuxTopdownPoseEstimator
 from adaptkit.mm.openmmlab import build_model, load_config
 from adaptkit.sources import resolve_source

@@ -12,7 +12,8 @@ import pytest
 
 from adaptkit.cli import main
 from adaptkit.cli.doctor import render_report
-from adaptkit.tools.doctor import (
+from adaptkit.tools.doctor import _has_compiled_ext, check_environment
+from adaptkit.tools.stack_rules import (
     RULES,
     DoctorReport,
     Finding,
@@ -20,9 +21,7 @@ from adaptkit.tools.doctor import (
     Stack,
     _at_least,
     _below,
-    _has_compiled_ext,
     _release,
-    check_environment,
     diagnose,
 )
 

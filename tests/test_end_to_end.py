@@ -34,7 +34,7 @@ def test_shipped_fragments_are_fresh():
         [sys.executable, str(ADAPTERS / "regenerate.py"), "--check"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
-    assert len(list(ADAPTERS.glob("sctnet-*.py"))) == 4
+    assert len(list(ADAPTERS.glob("sctnet-*.py"))) == 6
 
 
 @pytest.mark.parametrize("backbone, config, heatmap", PAIRS)

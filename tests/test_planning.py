@@ -15,7 +15,7 @@ import adaptkit
 from adaptkit import FeatureSpec, Layout, PlanError, ProbeMode, ProbeResult, Strategy, TargetSpec
 from adaptkit.core.building import adapter_config, build_adapter
 from adaptkit.core.planning import choose_feature, plan_features, plan_from_dict, plan_to_dict
-from adaptkit.core.records import StepKind
+from adaptkit.core.records import InputSpec, StepKind
 
 INPUT = (2, 3, 256, 192)
 
@@ -86,7 +86,13 @@ def result(*features: FeatureSpec, input_shape: tuple[int, ...] = INPUT) -> Prob
 
 def target(channels: int, stride: int | tuple[int, int], **kwargs) -> TargetSpec:
     s = (stride, stride) if isinstance(stride, int) else stride
-    return TargetSpec(channels=channels, stride=s, **kwargs)
+    return TargetSpec.single(channels, s, **kwargs)
+
+
+def inputs(*pairs: tuple[int, int], **kwargs) -> TargetSpec:
+    return TargetSpec(
+        inputs=tuple(InputSpec(channels=c, stride=(s, s), layout=Layout.NCHW) for c, s in pairs), **kwargs
+    )
 
 
 def kinds(plan) -> list[StepKind]:
@@ -181,16 +187,57 @@ def test_no_spatial_feature() -> None:
         plan_features(probed, target(32, 4))
 
 
-def test_head_reading_more_maps_than_exist() -> None:
-    probed = result(feat("0", 32, 4), feat("1", 64, 8))
-    with pytest.raises(PlanError, match="the head reads 3 feature maps but the backbone returns only 2"):
-        plan_features(probed, target(32, 4, num_inputs=3))
-
-
-def test_head_reading_several_maps_is_not_supported() -> None:
+def test_several_inputs_each_take_the_closest_feature_in_the_heads_order() -> None:
     probed = result(feat("0", 32, 4), feat("1", 64, 8), feat("2", 128, 16))
-    with pytest.raises(PlanError, match="reads several feature maps"):
-        plan_features(probed, target(32, 4, num_inputs=2))
+    plan = plan_features(probed, inputs((64, 16), (64, 8), (64, 4)))
+    assert [p.feature.path for p in plan.inputs] == ["2", "1", "0"]
+    assert [p.index for p in plan.inputs] == [0, 1, 2]
+    assert [p.steps[-1].out_shape for p in plan.inputs] == [(2, 64, 16, 12), (2, 64, 32, 24), (2, 64, 64, 48)]
+    assert kinds_of(plan.inputs[1]) == [StepKind.SELECT]  # 64 at 8 already
+    assert plan.macs == sum(s.macs for p in plan.inputs for s in p.steps)
+
+
+def test_a_backbone_with_fewer_maps_feeds_several_inputs_from_one_feature() -> None:
+    probed = result(feat("0", 32, 8))
+    plan = plan_features(probed, inputs((16, 32), (16, 16), (16, 8), (16, 4)))
+    assert [p.feature.path for p in plan.inputs] == ["0"] * 4
+    assert [p.steps[-1].out_shape[2:] for p in plan.inputs] == [(8, 6), (16, 12), (32, 24), (64, 48)]
+    assert "shared with input 0" in plan.inputs[3].reason
+
+
+def test_select_names_one_path_per_input_or_one_for_all() -> None:
+    probed = result(feat("0", 32, 4), feat("1", 64, 8))
+    plan = plan_features(probed, inputs((32, 4), (32, 4)), select="1,0")
+    assert [p.feature.path for p in plan.inputs] == ["1", "0"]
+    plan = plan_features(probed, inputs((32, 4), (32, 4)), select="1")
+    assert [p.feature.path for p in plan.inputs] == ["1", "1"]
+    with pytest.raises(PlanError, match="--select names 3 paths but the head reads 2 maps"):
+        plan_features(probed, inputs((32, 4), (32, 4)), select="0,1,0")
+
+
+def test_adapt_head_refuses_a_head_that_reads_several_maps() -> None:
+    probed = result(feat("0", 32, 4), feat("1", 64, 8))
+    with pytest.raises(PlanError, match="adapt-head changes one in_channels, but the head reads 2 maps"):
+        plan_features(probed, inputs((32, 4), (32, 8)), strategy=Strategy.ADAPT_HEAD)
+
+
+def test_a_pooled_input_takes_the_deepest_feature_without_resizing() -> None:
+    probed = result(feat("0", 32, 4), feat("1", 512, 32), feat("2", 256, 16))
+    plan = plan_features(probed, target(2048, None))  # type: ignore[arg-type]
+    assert plan.feature.path == "1" and kinds(plan) == [StepKind.SELECT, StepKind.PROJECT]
+    assert "pools its map" in plan.reason
+
+
+def test_an_exact_grid_the_stride_cannot_give_is_refused() -> None:
+    probed = result(feat("0", 32, 8))
+    with pytest.raises(PlanError, match="needs exactly a 7x8 \\(width x height\\) map"):
+        plan_features(probed, target(32, 32, featuremap_size=(7, 8)))
+    plan = plan_features(probed, target(32, 32, featuremap_size=(6, 8)))
+    assert plan.steps[-1].out_shape == (2, 32, 8, 6)
+
+
+def kinds_of(input_plan) -> list[StepKind]:
+    return [step.kind for step in input_plan.steps]
 
 
 # ---------------------------------------------------------------------------- the chain and its order
@@ -322,6 +369,12 @@ PLANS = {
     "adapt-head": lambda: plan_features(
         result(feat("s", 64, 8, layout=Layout.NHWC)), target(32, 4), strategy=Strategy.ADAPT_HEAD
     ),
+    "several-nested": lambda: plan_features(
+        result(feat("0", 32, 4), feat("1", 64, 8)), inputs((16, 8), (16, 4), (16, 8), (16, 4), groups=(2, 2))
+    ),
+    "pooled-grid": lambda: plan_features(
+        result(feat("0", 32, 8)), target(64, None, kept_neck="GlobalAveragePooling", featuremap_size=(6, 8))
+    ),
 }
 
 
@@ -349,17 +402,24 @@ def _broken(edit) -> dict:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({}, "KeyError: 'feature'"),
+        ({}, "KeyError: 'target'"),
         ("garbage", "TypeError"),
         (None, "TypeError"),
         ([1, 2, 3], "TypeError"),
-        (_broken(lambda d: d.pop("steps")), "KeyError: 'steps'"),
-        (_broken(lambda d: d["feature"].pop("layout")), "KeyError: 'layout'"),
-        (_broken(lambda d: d["feature"].update(layout="CHWN")), "ValueError: 'CHWN' is not a valid Layout"),
+        (_broken(lambda d: d.pop("inputs")), "KeyError: 'inputs'"),
+        (_broken(lambda d: d["inputs"][0].pop("steps")), "KeyError: 'steps'"),
+        (_broken(lambda d: d["inputs"][0]["feature"].pop("layout")), "KeyError: 'layout'"),
+        (
+            _broken(lambda d: d["inputs"][0]["feature"].update(layout="CHWN")),
+            "ValueError: 'CHWN' is not a valid Layout",
+        ),
         (_broken(lambda d: d.update(strategy="adapt-everything")), "ValueError"),
-        (_broken(lambda d: d["steps"][0].update(kind="warp")), "'warp' is not a valid StepKind"),
-        (_broken(lambda d: d["target"].update(channels=0)), "target channels must be a positive integer"),
-        (_broken(lambda d: d["feature"].update(extra=1)), "TypeError"),
+        (_broken(lambda d: d["inputs"][0]["steps"][0].update(kind="warp")), "'warp' is not a valid StepKind"),
+        (
+            _broken(lambda d: d["target"]["inputs"][0].update(channels=0)),
+            "target channels must be a positive integer",
+        ),
+        (_broken(lambda d: d["inputs"][0]["feature"].update(extra=1)), "TypeError"),
     ],
 )
 def test_plan_from_dict_of_garbage(data, match: str) -> None:
@@ -369,7 +429,7 @@ def test_plan_from_dict_of_garbage(data, match: str) -> None:
 
 def test_plan_from_dict_with_args_as_pairs() -> None:
     data = _valid_dict()
-    data["steps"][0]["args"] = [["path", "0"]]
+    data["inputs"][0]["steps"][0]["args"] = [["path", "0"]]
     with pytest.raises(PlanError, match="not an adapter plan"):
         plan_from_dict(data)
 
@@ -400,10 +460,17 @@ def test_adapter_config_follows_the_plan_order() -> None:
 def test_built_adapter_produces_the_planned_shape(name: str) -> None:
     plan = PLANS[name]()
     adapter = build_adapter(plan)
-    f = plan.feature
-    outputs = {f.path: torch.randn(f.shape)} if f.path != "0" else [torch.randn(f.shape)]
-    (out,) = adapter(outputs, input_hw=plan.input_shape[2:])
-    assert tuple(out.shape) == plan.steps[-1].out_shape
+    features = {p.feature.path: p.feature for p in plan.inputs}
+    if all(path.isdigit() for path in features):
+        outputs: object = [torch.randn(features[str(i)].shape) for i in range(len(features))]
+    else:
+        outputs = {path: torch.randn(f.shape) for path, f in features.items()}
+    out = adapter(outputs, input_hw=plan.input_shape[2:])
+    groups = plan.target.groups
+    if groups is not None:
+        assert [len(group) for group in out] == list(groups)
+        out = tuple(t for group in out for t in group)
+    assert [tuple(t.shape) for t in out] == [p.steps[-1].out_shape for p in plan.inputs]
     assert sum(p.numel() for p in adapter.parameters()) == plan.params
 
 

@@ -1,4 +1,4 @@
-"""adaptkit doctor --port: find mmcv 1.x / mmseg 0.x APIs in foreign code, rewrite the imports."""
+"""adaptkit port (alias: doctor --port): find mmcv 1.x / mmseg 0.x APIs in foreign code, rewrite the imports."""
 
 from __future__ import annotations
 
@@ -305,8 +305,9 @@ def test_non_python_file_is_a_port_error_and_nothing_is_written(tmp_path: Path) 
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_port_prints_the_table_and_changes_nothing(backbone: Path, capsys) -> None:
-    assert main(["doctor", "--port", str(backbone)]) == 0
+@pytest.mark.parametrize("argv", [["port"], ["doctor", "--port"]], ids=["port", "doctor-alias"])
+def test_cli_port_prints_the_table_and_changes_nothing(backbone: Path, capsys, argv: list[str]) -> None:
+    assert main([*argv, str(backbone)]) == 0
     out = capsys.readouterr().out
     assert "mmcv.runner.BaseModule" in out and "-> mmengine.model.BaseModule" in out
     assert "-> mmengine.dist.get_dist_info" in out and "-> (nothing)" in out
@@ -316,14 +317,14 @@ def test_cli_port_prints_the_table_and_changes_nothing(backbone: Path, capsys) -
 
 
 def test_cli_port_write_says_what_changed(backbone: Path, capsys) -> None:
-    assert main(["doctor", "--port", str(backbone.parent), "--write"]) == 0
+    assert main(["port", str(backbone.parent), "--write"]) == 0
     out = capsys.readouterr().out
     assert f"rewrote {backbone} (8 import(s)); original in {backbone}.orig" in out
     assert "8 fixed, 3 to port by hand" in out
 
 
 def test_cli_port_json(backbone: Path, capsys) -> None:
-    assert main(["doctor", "--port", str(backbone), "--json"]) == 0
+    assert main(["port", str(backbone), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["files"] == 1 and document["rewritten"] == []
     assert {(f["line"], f["old"]) for f in document["findings"]} == set(EXPECTED)
@@ -332,10 +333,10 @@ def test_cli_port_json(backbone: Path, capsys) -> None:
 @pytest.mark.parametrize("name", ["missing.py", "backbone.txt"])
 def test_cli_bad_port_target_exits_2_with_one_line(tmp_path: Path, name: str, capsys) -> None:
     (tmp_path / "backbone.txt").write_text("import mmcv.runner\n", encoding="utf-8")
-    assert main(["doctor", "--port", str(tmp_path / name), "--write"]) == 2
+    assert main(["port", str(tmp_path / name), "--write"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("adaptkit doctor: error: ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("adaptkit port: error: ") and captured.err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.txt"]
 
 

@@ -164,7 +164,7 @@ def test_torchvision_resnet18_stages_as_a_dict() -> None:
     wrapped = adaptkit.wrap(backbone, "32@4", INPUT)
     assert wrapped.plan.feature.path == "layer1"
     check_output(wrapped, 32, 4, [(1, 256, 192), (1, 96, 160)])
-    deep = adaptkit.wrap(backbone, TargetSpec(channels=24, stride=(32, 32)), INPUT)
+    deep = adaptkit.wrap(backbone, TargetSpec.single(24, (32, 32)), INPUT)
     assert deep.plan.feature.path == "layer4" and deep.plan.feature.channels == 512
     check_output(deep, 24, 32, [(1, 256, 192), (1, 96, 64)])
     assert_gradients_reach(wrapped, backbone.net.conv1.weight, torch.randn(2, 3, 64, 64))

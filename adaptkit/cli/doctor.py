@@ -1,9 +1,8 @@
-"""``adaptkit doctor``: check the installed stack, or list old mmcv/mmseg APIs in foreign code."""
+"""``adaptkit doctor``: check the installed stack (``--port`` is kept as the older spelling of ``adaptkit port``)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptkit.cli._common import print_json, stdout_console
@@ -19,7 +18,7 @@ _LABEL = {"ok": "[green] note[/green]", "warn": "[yellow] warn[/yellow]", "error
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "doctor",
-        help="check the installed torch/OpenMMLab stack (or, with --port, code written for mmcv 1.x)",
+        help="check the installed torch/OpenMMLab stack",
         description=(
             "Report the installed versions and every known-bad combination with its fix "
             "(exit 1 when something is broken). With --port, list the mmcv 1.x / mmseg 0.x imports "
@@ -30,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--port",
         metavar="FILE_OR_DIR",
-        help="scan this .py file or folder (recursively) for mmcv 1.x / mmseg 0.x APIs",
+        help="same as 'adaptkit port FILE_OR_DIR': scan for mmcv 1.x / mmseg 0.x APIs",
     )
     parser.add_argument(
         "--write",
@@ -45,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         from adaptkit.errors import PortError
 
         raise PortError("--write rewrites the files given with --port; add --port FILE_OR_DIR")
-    if args.port is not None:
-        return _run_port(args.port, write=args.write, as_json=args.json)
+    if args.port is not None:  # the older spelling of `adaptkit port`
+        from adaptkit.cli.port import run_port
+
+        return run_port(args.port, write=args.write, as_json=args.json)
     return _run_doctor(as_json=args.json)
 
 
@@ -102,65 +103,4 @@ def render_report(report: DoctorReport, *, as_json: bool = False) -> int:
         console.print(f"[yellow]usable, with {warnings} warning(s)[/yellow]")
     else:
         console.print("[green]all good:[/green] this stack runs adaptkit and its mmpose features")
-    return 0
-
-
-# ----------------------------------------------------------------------------- port check
-
-
-def _port_document(report: Any) -> dict[str, Any]:
-    return {
-        "path": str(report.path),
-        "files": len(report.files),
-        "findings": [
-            {
-                "file": str(f.file),
-                "line": f.line,
-                "col": f.col,
-                "old": f.old,
-                "new": f.new,
-                "note": f.note,
-                "auto_fixable": f.auto_fixable,
-            }
-            for f in report.findings
-        ],
-        "rewritten": [{"file": str(r.file), "backup": str(r.backup), "fixed": r.fixed} for r in report.rewritten],
-    }
-
-
-def _run_port(path: str, *, write: bool, as_json: bool) -> int:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from adaptkit.tools.porting import rewrite, scan
-
-    report = rewrite(path) if write else scan(path)
-    if as_json:
-        print_json(_port_document(report))
-        return 0
-    console = stdout_console()
-    if report.findings:
-        table = Table(title=escape(f"mmcv 1.x / mmseg 0.x APIs in {report.path}"), title_justify="left")
-        table.add_column("where", no_wrap=True)
-        table.add_column("old -> new (why)", overflow="fold")
-        table.add_column("fix", no_wrap=True)
-        done = "fixed" if write else "auto"
-        for f in report.findings:
-            where = f.file.relative_to(report.path) if report.path.is_dir() else Path(f.file.name)
-            change = f"{escape(f.old)}\n-> {escape(f.new or '(nothing)')}\n[dim]{escape(f.note)}[/dim]"
-            table.add_row(escape(f"{where}:{f.line}"), change, done if f.auto_fixable else "by hand")
-        console.print(table)
-    by_hand = len(report.findings) - report.fixable
-    summary = f"{len(report.files)} file(s), {len(report.findings)} finding(s)"
-    if write:
-        for rewritten in report.rewritten:
-            console.print(
-                f"rewrote {rewritten.file} ({rewritten.fixed} import(s)); original in {rewritten.backup}", markup=False
-            )
-        console.print(f"{summary}: {report.fixable} fixed, {by_hand} to port by hand", markup=False)
-    elif report.findings:
-        hint = "; --write rewrites the auto ones" if report.fixable else ""
-        console.print(f"{summary}: {report.fixable} auto, {by_hand} by hand{hint}", markup=False)
-    else:
-        console.print(f"{summary}: nothing from mmcv 1.x / mmseg 0.x left", markup=False)
     return 0

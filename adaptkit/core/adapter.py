@@ -4,7 +4,10 @@
 takes the backbone's raw output (any nesting), selects one tensor by path,
 fixes its layout, projects its channels with a 1x1 conv and resizes it
 bilinearly, in the order the planner chose, and returns a 1-tuple the way
-mmpose necks do. All settings are plain data, so a config can hold them.
+mmpose necks do. ``MultiShapeAdapter`` holds one such branch per map a
+multi-input head reads and returns the maps in the head's order (nested
+when the head reads stages of units). All settings are plain data, so a
+config can hold them.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from adaptkit.core.layouts import LAYOUTS, layout_info
 from adaptkit.core.records import Layout, parse_enum
 from adaptkit.core.shapes import target_size
 from adaptkit.core.tree import select
 from adaptkit.errors import BuildError
 
-__all__ = ["ShapeAdapter", "resize_to", "target_size"]
+__all__ = ["ShapeAdapter", "MultiShapeAdapter", "resize_to", "target_size"]
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -65,16 +69,18 @@ class ShapeAdapter(nn.Module):
             self.layout = parse_enum(Layout, layout, "layout")
         except ValueError as exc:
             raise BuildError(str(exc)) from None
-        if self.layout is Layout.OTHER:
-            raise BuildError("ShapeAdapter needs a spatial feature (NCHW, NHWC or NLC), got layout 'OTHER'")
+        self._layout = layout_info(self.layout)
+        if not self._layout.is_map:
+            maps = ", ".join(r.layout.value for r in LAYOUTS.values() if r.is_map)
+            raise BuildError(f"ShapeAdapter needs a spatial feature ({maps}), got layout {self.layout.value!r}")
         if in_channels <= 0 or (out_channels is not None and out_channels <= 0):
             raise BuildError(f"channels must be positive, got in_channels={in_channels}, out_channels={out_channels}")
         if len(feature_stride) != 2 or len(target_stride) != 2 or min(*feature_stride, *target_stride) <= 0:
             raise BuildError(
                 f"strides must be two positive numbers (height, width), got {feature_stride} and {target_stride}"
             )
-        if self.layout is Layout.NLC and grid is None:
-            raise BuildError("a token (NLC) feature needs its grid (height, width) to be laid out as a map")
+        if self._layout.needs_grid and grid is None:
+            raise BuildError(f"a {self.layout.value} feature needs its grid (height, width) to be laid out as a map")
         if grid is not None and (
             len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid)
         ):
@@ -105,14 +111,14 @@ class ShapeAdapter(nn.Module):
         return self.feature_stride != self.target_stride
 
     def to_map(self, feature: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        """The selected feature as an NCHW map."""
-        if self.layout is Layout.NHWC:
-            return rearrange(feature, "b h w c -> b c h w")
-        if self.layout is Layout.NLC:
+        """The selected feature as an NCHW map, by the layout table's einops pattern."""
+        pattern = self._layout.to_nchw
+        if pattern is None:
+            return feature
+        if self._layout.needs_grid:
             tokens = feature[:, self.prefix_tokens :]
-            h = self._grid_height(tokens.shape[1], input_hw)
-            return rearrange(tokens, "b (h w) c -> b c h w", h=h)
-        return feature
+            return rearrange(tokens, pattern, h=self._grid_height(tokens.shape[1], input_hw))
+        return rearrange(feature, pattern)
 
     def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
         """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
@@ -149,3 +155,45 @@ class ShapeAdapter(nn.Module):
             f"select={self.select!r}, layout={self.layout.value}, {self.in_channels}->{self.out_channels} ch, "
             f"stride {self.feature_stride}->{self.target_stride}, order: {order}"
         )
+
+
+class MultiShapeAdapter(nn.Module):
+    """One ShapeAdapter branch per head input; returns their maps in the head's order.
+
+    Args:
+        branches: ShapeAdapter settings (dicts, ``type`` optional), one per map the head reads.
+        groups: how the maps nest: ``[4, 4]`` returns two tuples of four maps (MSPN's stages of
+            units); None returns one flat tuple.
+    """
+
+    def __init__(self, branches: Sequence[dict[str, Any]], groups: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not branches:
+            raise BuildError("MultiShapeAdapter needs at least one branch")
+        if groups is not None and (
+            any(not isinstance(g, int) or g <= 0 for g in groups) or sum(groups) != len(branches)
+        ):
+            raise BuildError(f"groups {list(groups)} do not split the {len(branches)} branches")
+        made = []
+        for branch in branches:
+            settings = {k: v for k, v in dict(branch).items() if k != "type"}
+            try:
+                made.append(ShapeAdapter(**settings))
+            except TypeError as exc:
+                raise BuildError(f"bad MultiShapeAdapter branch {settings}: {exc}") from None
+        self.branches = nn.ModuleList(made)
+        self.groups = tuple(groups) if groups is not None else None
+
+    def init_weights(self) -> None:
+        for branch in self.branches:
+            branch.init_weights()  # type: ignore[operator]
+
+    def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[Any, ...]:
+        maps = [branch(feats, input_hw)[0] for branch in self.branches]
+        if self.groups is None:
+            return tuple(maps)
+        nested, start = [], 0
+        for size in self.groups:
+            nested.append(tuple(maps[start : start + size]))
+            start += size
+        return tuple(nested)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptkit.core.adapter import ShapeAdapter
-from adaptkit.core.records import AdapterPlan, StepKind
+from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
+from adaptkit.core.layouts import layout_info
+from adaptkit.core.records import AdapterPlan, InputPlan, StepKind
 from adaptkit.errors import BuildError
 
 __all__ = ["adapter_config", "build_adapter"]
@@ -17,8 +18,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
-    """The ``neck`` config dict (type ``ShapeAdapter``) that rebuilds this plan's adapter."""
+def _branch_config(plan: InputPlan) -> dict[str, Any]:
     kinds = [step.kind for step in plan.steps]
     feature = plan.feature
     if feature.spatial is None:
@@ -26,6 +26,7 @@ def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
     project_first = True
     if StepKind.PROJECT in kinds and StepKind.RESIZE in kinds:
         project_first = kinds.index(StepKind.PROJECT) < kinds.index(StepKind.RESIZE)
+    stride = plan.input.stride if plan.input.stride is not None else feature.stride  # a pooled input: no resize
     cfg: dict[str, Any] = dict(
         type="ShapeAdapter",
         select=feature.path,
@@ -33,16 +34,35 @@ def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
         in_channels=feature.channels,
         out_channels=plan.out_channels,
         feature_stride=_plain(feature.stride),
-        target_stride=_plain(plan.target.stride),
+        target_stride=_plain(stride),
         project_first=project_first,
     )
-    if feature.layout.value == "NLC":
+    if layout_info(feature.layout).needs_grid:
         cfg.update(prefix_tokens=feature.prefix_tokens, grid=list(feature.spatial))
     return cfg
 
 
-def build_adapter(plan: AdapterPlan) -> ShapeAdapter:
-    """A fresh ShapeAdapter for ``plan`` (projection initialised, no weights loaded)."""
+def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
+    """The ``neck`` config dict that rebuilds this plan's adapter.
+
+    A ``ShapeAdapter`` when the head reads one map, else a ``MultiShapeAdapter``
+    with one branch per map.
+    """
+    if plan.target.num_inputs == 1 and plan.target.groups is None:
+        return _branch_config(plan.last)
+    branches = []
+    for p in plan.inputs:
+        branch = _branch_config(p)
+        branch.pop("type")
+        branches.append(branch)
+    cfg: dict[str, Any] = dict(type="MultiShapeAdapter", branches=branches)
+    if plan.target.groups is not None:
+        cfg["groups"] = list(plan.target.groups)
+    return cfg
+
+
+def build_adapter(plan: AdapterPlan) -> ShapeAdapter | MultiShapeAdapter:
+    """A fresh adapter for ``plan`` (projections initialised, no weights loaded)."""
     cfg = adapter_config(plan)
-    cfg.pop("type")
-    return ShapeAdapter(**cfg)
+    kind = cfg.pop("type")
+    return ShapeAdapter(**cfg) if kind == "ShapeAdapter" else MultiShapeAdapter(**cfg)

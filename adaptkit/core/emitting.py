@@ -4,21 +4,21 @@ The fragment inherits the stock config by package scope
 (``_base_ = ['mmpose::...']``), imports adaptkit's modules through
 ``custom_imports``, replaces ``model.backbone``, sets ``model.neck`` to the
 adapter and keeps (or, for the adapt-head strategy, re-sizes) the head.
-Files are written atomically and never over an existing file unless asked.
+Files are written through ``adaptkit.core.files`` (atomically, created
+exclusively, never over an existing file unless asked).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaptkit.core.building import adapter_config
+from adaptkit.core.files import check_destination, write_atomic
 from adaptkit.core.records import AdapterPlan, Strategy
-from adaptkit.errors import EmitError
 
 __all__ = ["PLUGIN_MODULE", "FragmentRequest", "fragment_text", "check_destination", "write_atomic", "format_value"]
 
@@ -40,6 +40,7 @@ class FragmentRequest:
     command: str  # the command that regenerates the fragment
     extra_model: tuple[tuple[str, Any], ...] = ()  # further model keys (auxiliary heads, estimator type)
     unused_modules: tuple[str, ...] = ()  # backbone modules no head reads (DDP must be told)
+    kept_neck: tuple[tuple[str, Any], ...] | None = None  # the stock neck config that runs after the adapter
 
 
 def format_value(value: Any, level: int = 0) -> str:
@@ -70,16 +71,34 @@ def format_value(value: Any, level: int = 0) -> str:
 
 
 def _describe(plan: AdapterPlan) -> list[str]:
-    f = plan.feature
-    lines = [
-        f"feature {f.path!r}: {list(f.shape)} {f.layout.value}, {f.channels} ch at stride {format_value(list(f.stride))}",
-        f"why: {plan.reason}",
-    ]
-    lines += [f"step: {step.kind.value}: {step.why}" for step in plan.steps[1:]]
     t = plan.target
-    lines.append(
-        f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}"
-    )
+    lines = []
+    many = len(plan.inputs) > 1
+    if many:
+        nesting = f", nested as {len(t.groups)} groups of {list(t.groups)}" if t.groups else ""
+        lines.append(
+            f"the adapter returns {len(plan.inputs)} maps, in the order {t.head_type or 'the head'} reads them{nesting}"
+        )
+    for p in plan.inputs:
+        f = p.feature
+        pad = f"input {p.index}: " if many else ""
+        lines += [
+            f"{pad}feature {f.path!r}: {list(f.shape)} {f.layout.value}, {f.channels} ch at stride {format_value(list(f.stride))}",
+            f"{pad}why: {p.reason}",
+        ]
+        lines += [f"{pad}step: {step.kind.value}: {step.why}" for step in p.steps[1:]]
+    if t.kept_neck is not None:
+        lines.append(f"the adapter runs before the stock {t.kept_neck} neck, which stays: the head reads what it pools")
+    if t.stride is None:
+        lines.append(f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch, pooled")
+    elif not many:
+        lines.append(
+            f"head ({t.head_type or 'target'}) reads {plan.out_channels} ch at stride {format_value(list(t.stride))}"
+        )
+    if t.featuremap_size is not None:
+        lines.append(
+            f"exact grid: {t.featuremap_size[0]}x{t.featuremap_size[1]} (width x height), the head's in_featuremap_size"
+        )
     return lines
 
 
@@ -93,6 +112,8 @@ def fragment_text(plan: AdapterPlan, request: FragmentRequest) -> str:
         if request.allow_partial:
             backbone["allow_partial"] = True
     neck = adapter_config(plan)
+    if request.kept_neck is not None:
+        neck = dict(type="AdapterThenNeck", adapter=neck, neck=dict(request.kept_neck))
     if request.base_has_neck:
         neck = dict(_delete_=True, **neck)
     model: dict[str, Any] = dict(backbone=backbone, neck=neck)
@@ -129,29 +150,3 @@ def base_reference(config: str, out: Path) -> str:
         return os.path.relpath(path, out.resolve().parent)
     except ValueError:  # another drive
         return str(path)
-
-
-def check_destination(path: Path, force: bool = False) -> Path:
-    """The folder ``path`` will be written in; EmitError when it cannot be (a directory, exists, no folder)."""
-    if path.is_dir():
-        raise EmitError(f"{str(path)!r} is a directory; give a file name such as fragment.py")
-    if path.exists() and not force:
-        raise EmitError(f"{str(path)!r} exists; pass --force to overwrite it")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise EmitError(f"folder {str(folder)!r} does not exist; create it first")
-    return folder
-
-
-def write_atomic(path: Path, text: str, force: bool = False) -> None:
-    """Write ``text`` to ``path`` in one step; refuse an existing file unless ``force``."""
-    path = Path(path)
-    folder = check_destination(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

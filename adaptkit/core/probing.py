@@ -23,13 +23,14 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found: its parameters and buffers are never
-  written (meta tensors or buffer clones are swapped in and swapped back by
-  ``functional_call``), every module's training flag and every plain tensor
-  attribute are restored in ``finally``, and the forward runs under
-  ``torch.no_grad`` inside ``torch.random.fork_rng``, so dropout does not
-  advance the global generators. The model keeps its own mode for the
-  trace: train-only output structures are probed as they are.
+* The model is left as it was found (``adaptkit.core.preserve``): meta
+  tensors, or clones in the real fallback, are swapped in for every
+  parameter and buffer under every alias name, so the model's own tensors
+  are never read for values or written; every module's attributes, the
+  dicts and lists among them (caches), lazy modules, plain tensor attributes
+  and the torch, Python and NumPy generators are restored in ``finally``;
+  the forward runs under ``torch.no_grad``. The model keeps its own mode for
+  the trace: train-only output structures are probed as they are.
 * A genuine crash (the real forward fails too) raises ``ProbeError`` naming
   the innermost module of the model on the failing call stack.
 
@@ -46,13 +47,10 @@ for tokens, the exact stride with the fewest prefix tokens).
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -61,10 +59,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from adaptkit.core.records import FeatureSpec, LayerRow, Layout, ProbeMode, ProbeResult, parse_enum
+from adaptkit.core.layers import layer_rows
+from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
+from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
+from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
 from adaptkit.core.tree import iter_tensors
-from adaptkit.errors import InputShapeError, OptionError, ProbeError
+from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
 __all__ = ["probe", "TraceMode", "DEFAULT_REAL_SIZE"]
 
@@ -72,11 +73,6 @@ __all__ = ["probe", "TraceMode", "DEFAULT_REAL_SIZE"]
 DEFAULT_REAL_SIZE = 128
 #: sizes congruent modulo this round every power-of-two stride up to it alike
 _ALIGN = 64
-#: prefix tokens (class, distillation, register tokens) accepted from one size alone
-_MAX_PREFIX_GUESS = 16
-
-Size = tuple[int, int]
-Shape = tuple[int, ...]
 
 
 class TraceMode(str, enum.Enum):
@@ -125,11 +121,15 @@ def probe(
     second = _check_size(second_size) if second_size is not None else None
     if isinstance(real_fallback_size, bool) or not isinstance(real_fallback_size, int) or real_fallback_size < 16:
         raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ProbeError(
+            "a TorchScript module cannot be probed (its tensors cannot be swapped); probe the eager nn.Module it was scripted from"
+        )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
 
-    with _model_preserved(model, run_device):
+    with model_preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
             features = _probe_real(model, shape, second, real_fallback_size, dtype, run_device, names, None)
             used_mode, reason = ProbeMode.REAL, None
@@ -137,13 +137,13 @@ def probe(
             features, used_mode, reason = _probe_meta_first(
                 model, shape, second, real_fallback_size, dtype, run_device, names, strict=trace_mode is TraceMode.META
             )
-        rows = _layer_rows(model, shape, used_mode, dtype, run_device, names) if layers else None
+        rows = _layers(model, shape, used_mode, dtype, run_device, names) if layers else None
 
     return ProbeResult(
         features=features,
         input_shape=shape,
         mode=used_mode,
-        params=sum(p.numel() for p in model.parameters()),
+        params=count_parameters(model),
         seconds=time.perf_counter() - started,
         fallback_reason=reason,
         layers=rows,
@@ -163,8 +163,10 @@ def _probe_meta_first(
 ) -> tuple[tuple[FeatureSpec, ...], ProbeMode, str | None]:
     requested: Size = (shape[2], shape[3])
     first, site, reason = None, None, None
+    size2 = second or _scaled_second(requested)
+    later: list[Leaf] | None = None
     try:
-        first = _meta_forward(model, shape, dtype)
+        first, later = _meta_forward_two(model, shape, _with_size(shape, size2), dtype)
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure on meta is a reason to try real tensors
@@ -178,12 +180,7 @@ def _probe_meta_first(
     if first is None:
         features = _probe_real(model, shape, second, real_size, dtype, device, names, site)
         return features, ProbeMode.REAL, reason
-    size2 = second or _scaled_second(requested)
-    try:
-        later = _meta_forward(model, _with_size(shape, size2), dtype)
-    except Exception:  # noqa: BLE001 - a model that accepts only one size: describe it from that size
-        later = None
-    return _describe(first, requested, later, size2, requested), ProbeMode.META, None
+    return describe_leaves(first, requested, later, size2, requested), ProbeMode.META, None
 
 
 def _probe_real(
@@ -226,21 +223,10 @@ def _probe_real(
         later = _real_forward(model, _with_size(shape, size2), dtype, device)
     except Exception:  # noqa: BLE001 - describe from one size
         later = None
-    return _describe(first, size1, later, size2, requested)
+    return describe_leaves(first, size1, later, size2, requested)
 
 
 # ---------------------------------------------------------------------------- forwards
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    """One returned tensor, reduced to what the description needs (no storage kept)."""
-
-    path: str
-    shape: Shape
-    dtype: torch.dtype
-    is_input: bool
-    alias_of: str | None
 
 
 class _ShapeOnlyNorms(TorchFunctionMode):
@@ -260,6 +246,11 @@ class _ShapeOnlyNorms(TorchFunctionMode):
         if check is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             check(*args, **kwargs)
             return torch.empty_like(args[0])
+        rule = _SHAPE_RULES.get(func)
+        if rule is not None:
+            answer = rule(*args, **kwargs)
+            if answer is not None:
+                return answer
         return func(*args, **kwargs)
 
 
@@ -291,40 +282,229 @@ _NORM_CHECKS: dict[Callable[..., Any], Callable[..., None]] = {
 }
 
 
-def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[_Leaf]:
+# ---------------------------------------------------------------------------- probe speed
+
+
+_RESIZE_MODES = frozenset({"nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear"})
+
+
+def _meta_interpolate(
+    input: Any,
+    size: Any = None,
+    scale_factor: Any = None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+    antialias: bool = False,
+) -> torch.Tensor | None:
+    """``F.interpolate`` on a meta tensor, answered from the output size alone; None to let torch run it.
+
+    The meta kernels of the upsampling ops are Python decompositions that
+    cost more than the rest of an SCTNet trace together (half the probe).
+    The output size follows torch's rule: ``size`` as given, else
+    ``floor(side * scale)``. Anything unusual (both or neither of size and
+    scale, recomputed scales, antialias, align_corners with a nearest mode,
+    area and adaptive modes) goes to torch, so its checks and errors stay.
+    """
+    if not isinstance(input, torch.Tensor) or not input.is_meta or input.dim() not in (3, 4, 5):
+        return None
+    if mode not in _RESIZE_MODES or antialias or recompute_scale_factor or (size is None) == (scale_factor is None):
+        return None
+    if align_corners is not None and mode.startswith("nearest"):
+        return None
+    if {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}.get(mode, input.dim()) != input.dim():
+        return None
+    dims = input.dim() - 2
+    values = size if size is not None else scale_factor
+    values = list(values) if isinstance(values, (list, tuple)) else [values] * dims
+    if len(values) != dims:
+        return None
+    if size is not None:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            return None
+        out = [int(v) for v in values]
+    else:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+            return None
+        out = [int(side * float(v)) for side, v in zip(input.shape[2:], values, strict=True)]
+        if min(out) < 1:
+            return None
+    return input.new_empty((*input.shape[:2], *out))
+
+
+def _meta_same_shape(input: Any, *args: Any, inplace: bool = False, **kwargs: Any) -> torch.Tensor | None:
+    """An elementwise activation on a floating meta tensor: its own shape (the input itself when in place)."""
+    if not isinstance(input, torch.Tensor) or not input.is_meta or not input.is_floating_point():
+        return None
+    options = [*args, *kwargs.values()]
+    if any(isinstance(v, str) and v not in ("none", "tanh") for v in options):  # F.gelu's approximate
+        return None
+    inplace = inplace or any(v is True for v in args)  # F.relu(x, True)
+    return input if inplace else torch.empty_like(input)
+
+
+def _meta_binary(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """``a + b`` / ``a * b`` on meta tensors: the broadcast shape and the promoted dtype."""
+    if kwargs.get("out") is not None or not isinstance(input, torch.Tensor) or not input.is_meta:
+        return None
+    if isinstance(other, torch.Tensor):
+        if not other.is_meta:
+            return None
+        shape = torch.broadcast_shapes(input.shape, other.shape)  # RuntimeError as torch raises it
+    elif isinstance(other, (int, float)) and not isinstance(other, bool):
+        shape = input.shape
+    else:
+        return None
+    return torch.empty(shape, dtype=torch.result_type(input, other), device="meta")
+
+
+def _meta_binary_(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """``a += b`` on meta tensors: ``a`` itself, when ``b`` broadcasts to it without changing its dtype."""
+    result = _meta_binary(input, other, **kwargs)
+    if result is None or result.shape != input.shape or result.dtype != input.dtype:
+        return None  # torch raises its own error
+    return input  # type: ignore[no-any-return]
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
+        return value[0], value[1]
+    return None
+
+
+def _meta_conv2d(
+    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> torch.Tensor | None:
+    """``conv2d`` on meta tensors from the output-size formula, after torch's channel and group checks.
+
+    The meta kernel's Python shape code is a third of an HRNet trace. Unusual
+    arguments (string padding, a non-4-D input, a mismatch torch must report)
+    go to torch.
+    """
+    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and input.is_meta and weight.is_meta):
+        return None
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    if s is None or p is None or d is None or type(groups) is not int or groups < 1:
+        return None
+    if input.dim() != 4 or weight.dim() != 4 or input.dtype != weight.dtype:
+        return None
+    if input.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
+        return None
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        return None
+    out = [(input.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if min(out) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
+        return None
+    return input.new_empty((input.shape[0], weight.shape[0], out[0], out[1]))
+
+
+_SHAPE_RULES: dict[Callable[..., Any], Callable[..., torch.Tensor | None]] = {
+    torch.conv2d: _meta_conv2d,
+    F.conv2d: _meta_conv2d,
+    **dict.fromkeys((torch.Tensor.add_, torch.Tensor.__iadd__, torch.Tensor.mul_, torch.Tensor.__imul__), _meta_binary_),
+    F.interpolate: _meta_interpolate,
+    **dict.fromkeys(
+        (F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
+         torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh),
+        _meta_same_shape,
+    ),
+    **dict.fromkeys(
+        (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.mul, torch.Tensor.mul,
+         torch.Tensor.__mul__, torch.Tensor.__rmul__),
+        _meta_binary,
+    ),
+}  # fmt: skip
+
+
+class _TwoTraces(nn.Module):
+    """Both meta traces inside one ``functional_call``: the weights are swapped for meta tensors once, not twice.
+
+    The second size may fail (a model that accepts one size only): then the
+    probe describes the features from the first size alone.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[list[Leaf], list[Leaf] | None]:
+        leaves = _leaves(self.model(first), first)
+        try:
+            later: list[Leaf] | None = _leaves(self.model(second), second)
+        except Exception:  # noqa: BLE001 - describe from one size
+            later = None
+        return leaves, later
+
+
+def _meta_forward_two(
+    model: nn.Module, shape: Shape, shape2: Shape, dtype: torch.dtype
+) -> tuple[list[Leaf], list[Leaf] | None]:
+    """The meta forward at the requested size, then at the second size (None when that one fails)."""
+    x1 = torch.empty(shape, dtype=dtype, device="meta")
+    x2 = torch.empty(shape2, dtype=dtype, device="meta")
+    with torch.no_grad(), _ShapeOnlyNorms():
+        return _call(_TwoTraces(model), _meta_tensors(model, prefix="model."), x1, x2)  # type: ignore[no-any-return]
+
+
+def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
     with torch.no_grad(), _ShapeOnlyNorms():
-        output = functional_call(model, _meta_tensors(model), (x,))
+        output = _call(model, _meta_tensors(model), x)
     return _leaves(output, x)
 
 
-def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[_Leaf]:
-    """A real forward; buffers are clones, so running statistics stay untouched."""
+def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
+    """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
-        output = functional_call(model, buffers, (x,))
+        output = _call(model, _real_tensors(model), x)
     return _leaves(output, x)
+
+
+class _UserExit(RuntimeError):
+    """The backbone's forward called ``sys.exit`` (or raised another BaseException): a crash like any other."""
+
+
+def _call(model: nn.Module, tensors: dict[str, torch.Tensor], *args: torch.Tensor) -> Any:
+    """``functional_call`` with every alias swapped; ``sys.exit`` in the forward becomes an ordinary error."""
+    try:
+        return functional_call(model, tensors, args, tie_weights=False)
+    except Exception:
+        raise
+    except BaseException as exc:
+        if not is_user_failure(exc):
+            raise
+        what = describe_failure(exc)
+        raise _UserExit(f"the forward {what[3:] if what.startswith('it ') else 'raised ' + what}") from exc
 
 
 def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        meta = torch.empty_like(tensor, device="meta")
-        if tensor.requires_grad and meta.is_floating_point():
-            meta.requires_grad_(True)
-        tensors[prefix + name] = meta
-    return tensors
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.preserve``)."""
+
+    def meta(tensor: torch.Tensor) -> torch.Tensor:
+        twin = torch.empty_like(tensor, device="meta")
+        if tensor.requires_grad and twin.is_floating_point():
+            twin.requires_grad_(True)
+        return twin
+
+    return swapped(model, meta, prefix=prefix)
 
 
-def _leaves(output: Any, x: torch.Tensor) -> list[_Leaf]:
-    leaves: list[_Leaf] = []
+def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A clone of every parameter and buffer, under every alias name: the forward may write them."""
+    return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
+
+
+def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:
+    leaves: list[Leaf] = []
     seen: list[tuple[str, torch.Tensor]] = []
     for path, tensor in iter_tensors(output):
         alias = next((p for p, t in seen if _same_tensor(tensor, t)), None)
-        leaves.append(_Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
+        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
         seen.append((path, tensor))
     if not leaves:
         raise ProbeError(f"the backbone returned no tensor (got {type(output).__name__}); adaptkit needs feature maps")
@@ -345,211 +525,6 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
         )
     except (RuntimeError, NotImplementedError, TypeError):  # sparse, nested or exotic tensors
         return False
-
-
-@contextlib.contextmanager
-def _model_preserved(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Training flags, plain tensor attributes and RNG state as they were, whatever happens."""
-    flags = [(m, m.training) for m in model.modules()]
-    # every attribute that is, or may become, a tensor: a forward may cache one (weight_norm does)
-    attributes = [
-        (m, key, value)
-        for m in model.modules()
-        for key, value in vars(m).items()
-        if value is None or isinstance(value, torch.Tensor)
-    ]
-    cuda_devices: list[int] = []
-    if torch.cuda.is_available() and (torch.cuda.is_initialized() or device.type == "cuda"):
-        cuda_devices = list(range(torch.cuda.device_count()))
-    try:
-        with torch.random.fork_rng(devices=cuda_devices):
-            yield
-    finally:
-        for module, training in flags:
-            module.training = training
-        _restore_tensor_attributes(attributes)
-
-
-def _restore_tensor_attributes(saved: list[tuple[nn.Module, str, Any]]) -> None:
-    """Put back plain tensor attributes a forward replaced, and drop the ones it added."""
-    before: dict[int, dict[str, Any]] = {}
-    modules: dict[int, nn.Module] = {}
-    for module, key, value in saved:
-        before.setdefault(id(module), {})[key] = value
-        modules[id(module)] = module
-    for module_id, module in modules.items():
-        state = vars(module)
-        old = before[module_id]
-        for key, value in list(state.items()):
-            if key in old:
-                if value is not old[key]:
-                    state[key] = old[key]
-            elif isinstance(value, torch.Tensor):
-                del state[key]  # a tensor cached by the forward (a meta tensor, possibly)
-        for key, value in old.items():
-            state.setdefault(key, value)
-
-
-# ---------------------------------------------------------------------------- describing
-
-
-def _describe(
-    first: list[_Leaf], size1: Size, later: list[_Leaf] | None, size2: Size, target: Size
-) -> tuple[FeatureSpec, ...]:
-    """FeatureSpecs at the ``target`` size from leaves seen at one or two sizes."""
-    by_path = {leaf.path: leaf for leaf in later} if later is not None else {}
-    specs = []
-    for leaf in first:
-        other = by_path.get(leaf.path)
-        if other is not None and len(other.shape) == len(leaf.shape):
-            specs.append(_from_two(leaf, size1, other.shape, size2, target))
-        else:
-            specs.append(_from_one(leaf, size1, target))
-    return tuple(specs)
-
-
-def _spec(
-    leaf: _Leaf, shape: Shape, layout: Layout, channels: int, spatial: Size | None, target: Size, prefix: int = 0
-) -> FeatureSpec:
-    if spatial is not None and min(spatial) > 0:
-        stride = (_ratio(target[0], spatial[0]), _ratio(target[1], spatial[1]))
-    else:
-        spatial, stride = None, (0, 0)
-        if layout is not Layout.NLC:
-            layout = Layout.OTHER
-    return FeatureSpec(
-        path=leaf.path,
-        shape=shape,
-        channels=channels,
-        stride=stride,
-        layout=layout,
-        spatial=spatial,
-        prefix_tokens=prefix,
-        dtype=str(leaf.dtype).removeprefix("torch."),
-        is_input=leaf.is_input,
-        alias_of=leaf.alias_of,
-    )
-
-
-def _other(leaf: _Leaf, shape: Shape, target: Size) -> FeatureSpec:
-    channels = shape[1] if len(shape) >= 2 else 1
-    return _spec(leaf, shape, Layout.OTHER, channels, None, target)
-
-
-def _from_two(leaf: _Leaf, size1: Size, shape2: Shape, size2: Size, target: Size) -> FeatureSpec:
-    a, b = leaf.shape, shape2
-    changed = [i for i in range(len(a)) if a[i] != b[i]]
-    if not changed:
-        if len(a) == 4 and max(a[2], a[3]) > 1:  # a map of fixed size (resized inside the model)
-            return _spec(leaf, a, Layout.NCHW, a[1], (a[2], a[3]), target)
-        return _other(leaf, a, target)
-    if 0 in changed:  # batch folded with positions: no layout adaptkit can undo
-        return _other(leaf, _scale_area(a, b, size1, size2, target), target)
-    if len(a) == 4 and changed in ([2, 3], [1, 2]):
-        i, j = changed
-        fh = _extrapolate(a[i], b[i], size1[0], size2[0], target[0])
-        fw = _extrapolate(a[j], b[j], size1[1], size2[1], target[1])
-        shape = list(a)
-        shape[i], shape[j] = fh, fw
-        layout, channels = (Layout.NCHW, a[1]) if changed == [2, 3] else (Layout.NHWC, a[3])
-        return _spec(leaf, tuple(shape), layout, channels, (fh, fw), target)
-    if len(a) == 3 and changed == [1]:
-        solved = _solve_tokens(a[1], size1, b[1], size2)
-        if solved is not None:
-            stride, grid, prefix = solved
-            gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
-        return _spec(leaf, _scale_area(a, b, size1, size2, target), Layout.NLC, a[2], None, target)
-    return _other(leaf, _scale_area(a, b, size1, size2, target), target)
-
-
-def _from_one(leaf: _Leaf, size: Size, target: Size) -> FeatureSpec:
-    """Layout from one size only (the model rejected the second): plausible grids."""
-    a = leaf.shape
-    scale = (target[0] / size[0], target[1] / size[1])
-    if len(a) == 4:
-        for dims, layout, channels in (((2, 3), Layout.NCHW, a[1]), ((1, 2), Layout.NHWC, a[3])):
-            fh, fw = a[dims[0]], a[dims[1]]
-            if _grid_like(fh, fw, size):
-                fh, fw = round(fh * scale[0]), round(fw * scale[1])
-                shape = list(a)
-                shape[dims[0]], shape[dims[1]] = fh, fw
-                return _spec(leaf, tuple(shape), layout, channels, (fh, fw), target)
-    if len(a) == 3:
-        guess = _guess_tokens(a[1], size)
-        if guess is not None:
-            stride, grid, prefix = guess
-            gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
-    return _other(leaf, a, target)
-
-
-def _grid_like(fh: int, fw: int, size: Size) -> bool:
-    """(fh, fw) could be the input grid at one stride: both axes shrink by about the same factor."""
-    if fh < 1 or fw < 1 or fh > size[0] or fw > size[1]:
-        return False
-    sh, sw = size[0] / fh, size[1] / fw
-    return abs(sh - sw) <= 0.1 * max(sh, sw)
-
-
-def _floor_div(n: int, s: int) -> int:
-    return n // s
-
-
-def _ceil_div(n: int, s: int) -> int:
-    return -(-n // s)
-
-
-_GRIDS: tuple[Callable[[int, int], int], ...] = (_floor_div, _ceil_div)
-
-
-def _solve_tokens(n1: int, size1: Size, n2: int, size2: Size) -> tuple[int, Callable[[int, int], int], int] | None:
-    """(stride, grid rounding, prefix tokens) with N = prefix + grid(H, s) * grid(W, s) at both sizes."""
-    area_change = size2[0] * size2[1] - size1[0] * size1[1]
-    if n2 == n1 or area_change == 0 or (n2 - n1) * area_change < 0:
-        return None
-    estimate = math.sqrt(area_change / (n2 - n1))
-    low, high = max(1, math.floor(estimate * 0.75)), math.ceil(estimate * 1.25)
-    for stride in sorted(range(low, high + 1), key=lambda s: abs(s - estimate)):
-        for grid in _GRIDS:
-            p1 = n1 - grid(size1[0], stride) * grid(size1[1], stride)
-            p2 = n2 - grid(size2[0], stride) * grid(size2[1], stride)
-            if p1 == p2 and 0 <= p1 < n1:
-                return stride, grid, p1
-    return None
-
-
-def _guess_tokens(n: int, size: Size) -> tuple[int, Callable[[int, int], int], int] | None:
-    """The most plausible token grid at one size: exact strides first, then fewer prefix tokens."""
-    found = []
-    for stride in range(2, min(size) + 1):
-        for grid in _GRIDS:
-            prefix = n - grid(size[0], stride) * grid(size[1], stride)
-            if 0 <= prefix <= _MAX_PREFIX_GUESS:
-                exact = size[0] % stride == 0 and size[1] % stride == 0
-                found.append((not exact, prefix, stride & (stride - 1) != 0, stride, grid))
-    if not found:
-        return None
-    *_, stride, grid = min(found, key=lambda f: f[:4])
-    return stride, grid, n - grid(size[0], stride) * grid(size[1], stride)
-
-
-def _extrapolate(v1: int, v2: int, x1: int, x2: int, x: int) -> int:
-    """The value at ``x`` on the line through (x1, v1), (x2, v2); exact when x is x1."""
-    if x == x1 or x2 == x1:
-        return v1
-    return round(v1 + (x - x1) * (v2 - v1) / (x2 - x1))
-
-
-def _scale_area(a: Shape, b: Shape, size1: Size, size2: Size, target: Size) -> Shape:
-    """Dims of an unrecognised layout, extrapolated along the input area."""
-    area1, area2, area = size1[0] * size1[1], size2[0] * size2[1], target[0] * target[1]
-    return tuple(_extrapolate(u, v, area1, area2, area) if u != v else u for u, v in zip(a, b, strict=True))
-
-
-def _ratio(num: int, den: int) -> float:
-    """num / den, an int when exact (strides print as 8, not 8.0)."""
-    return num // den if num % den == 0 else num / den
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -589,17 +564,22 @@ def _with_size(shape: Shape, size: Size) -> Shape:
 def _real_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except (RuntimeError, TypeError):
             raise OptionError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    for tensor in (*model.parameters(), *model.buffers()):
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise OptionError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise OptionError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return chosen
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.device.type != "meta":
             return tensor.device
     return torch.device("cpu")
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.get_default_dtype()
@@ -686,85 +666,17 @@ def _shorten(text: str, limit: int) -> str:
 # ---------------------------------------------------------------------------- layers
 
 
-class _Summarize(nn.Module):
-    """Runs torchinfo on its child from inside ``functional_call``.
-
-    functional_call swaps tensors only around a module call; calling torchinfo
-    from this wrapper's forward lets torchinfo's own forward see the swapped
-    (meta, or cloned) tensors, without moving or copying the model.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.stats: Any = None
-        self.nested: set[int] = set()  # modules that returned a container, not one tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torchinfo
-
-        def note(module: nn.Module, _args: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
-                self.nested.add(id(module))
-
-        hooks = [m.register_forward_hook(note) for m in self.model.modules()]
-        try:
-            self.stats = torchinfo.summary(
-                self.model,
-                input_data=[x],
-                depth=1_000,
-                mode="train" if self.model.training else "eval",  # flags are restored by _model_preserved
-                verbose=0,
-                col_names=("output_size", "num_params"),
-            )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return x
-
-
-def _layer_rows(
+def _layers(
     model: nn.Module, shape: Shape, mode: ProbeMode, dtype: torch.dtype, device: torch.device, names: dict[int, str]
 ) -> tuple[LayerRow, ...]:
-    """torchinfo's per-layer rows at the requested size (meta when the probe ran on meta)."""
-    wrapper = _Summarize(model)
-    with torch.no_grad():
-        if mode is ProbeMode.META:
-            x = torch.empty(shape, dtype=dtype, device="meta")
-            tensors = _meta_tensors(model, prefix="model.")
-        else:
-            x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
-            tensors = {f"model.{n}": b.clone() for n, b in model.named_buffers()}
-        try:
-            functional_call(wrapper, tensors, (x,))
-        except Exception as exc:  # noqa: BLE001
-            raise _crash_error(exc, _crash_site(exc, names), shape) from None
-        finally:
-            _forget_torchinfo_cache(model)
-    rows = []
-    for info in wrapper.stats.summary_list:
-        size = info.output_size  # torchinfo sizes one tensor of a container output: report none then
-        flat = (
-            id(info.module) not in wrapper.nested
-            and isinstance(size, (list, tuple))
-            and all(isinstance(d, int) for d in size)
-        )
-        rows.append(
-            LayerRow(
-                name=names.get(id(info.module), info.var_name),
-                type=info.class_name,
-                depth=int(info.depth),
-                output_shape=tuple(size) if flat else None,
-                params=int(info.num_params),
-            )
-        )
-    return tuple(rows)
-
-
-def _forget_torchinfo_cache(model: nn.Module) -> None:
-    """torchinfo keeps the last summary per class name, and with it the model; drop ours."""
-    import torchinfo.torchinfo as impl
-
-    cache = getattr(impl, "_cached_forward_pass", None)
-    if isinstance(cache, dict):
-        cache.pop(type(model).__name__, None)
+    """The per-layer table at the requested size: on meta when the probe ran there, else real."""
+    if mode is ProbeMode.META:
+        x = torch.empty(shape, dtype=dtype, device="meta")
+        tensors = _meta_tensors(model)
+    else:
+        x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
+        tensors = _real_tensors(model)
+    try:
+        return layer_rows(model, x, tensors, names)
+    except Exception as exc:  # noqa: BLE001 - any failure names the module that crashed
+        raise _crash_error(exc, _crash_site(exc, names), shape) from None

@@ -19,8 +19,10 @@ __all__ = [
     "FeatureSpec",
     "LayerRow",
     "ProbeResult",
+    "InputSpec",
     "TargetSpec",
     "PlanStep",
+    "InputPlan",
     "AdapterPlan",
     "parse_enum",
 ]
@@ -138,40 +140,94 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    """What a head consumes.
+class InputSpec:
+    """One map a head reads: its channels, its stride and its layout.
 
-    ``stride`` is input size / feature size per axis (height, width).
-    ``num_inputs`` is how many maps the head is given and ``read_index``
-    which of them it reads (mmpose's HeatmapHead reads ``feats[-1]``).
-    ``heatmap_size`` and ``input_size`` are (width, height), as mmpose's
-    codecs write them.
+    ``stride`` is input size / map size per axis (height, width); None when
+    any stride serves, because the head pools the map to a vector first
+    (a regression head behind a GlobalAveragePooling neck).
     """
 
     channels: int
-    stride: Stride
-    layout: Layout = Layout.NCHW
-    num_inputs: int = 1
-    read_index: int = -1
-    head_type: str | None = None
-    num_keypoints: int | None = None
-    heatmap_size: tuple[int, int] | None = None
-    input_size: tuple[int, int] | None = None
-    head_upsample: int = 1  # the head's own upsampling factor (deconvs)
-    source: str = "spec"  # where it came from: "spec", a config path, a head type
-    config: str | None = None  # the config it was read from, when any
+    stride: Stride | None
+    layout: Layout
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels <= 0:
             raise ValueError(f"target channels must be a positive integer, got {self.channels!r}")
-        if (
+        if self.stride is not None and (
             not isinstance(self.stride, tuple)
             or len(self.stride) != 2
             or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.stride)
         ):
             raise ValueError(f"target stride must be two positive numbers (height, width), got {self.stride!r}")
-        if self.num_inputs < 1:
-            raise ValueError(f"a head reads at least one map, got num_inputs={self.num_inputs}")
+        if not isinstance(self.layout, Layout):
+            raise ValueError(f"target layout must be a Layout, got {self.layout!r}")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What a head consumes: the maps it reads, and the codec facts around them.
+
+    ``inputs`` holds one InputSpec per map, in the order the head indexes
+    them (a single-map head reads the last of what it is given, so one input
+    is the whole story). ``groups`` says how the inputs nest when the head
+    reads a tuple of tuples (MSPN: ``(4, 4)`` for two stages of four units);
+    None for a flat tuple. ``featuremap_size`` is an exact (width, height)
+    grid the last input must have (RTMCCHead's ``in_featuremap_size``).
+    ``heatmap_size`` and ``input_size`` are (width, height), as mmpose's
+    codecs write them. ``kept_neck`` names the stock neck that stays after
+    the adapter (GlobalAveragePooling before a regression head).
+    """
+
+    inputs: tuple[InputSpec, ...]
+    groups: tuple[int, ...] | None = None
+    head_type: str | None = None
+    num_keypoints: int | None = None
+    heatmap_size: tuple[int, int] | None = None
+    input_size: tuple[int, int] | None = None
+    featuremap_size: tuple[int, int] | None = None
+    head_upsample: float = 1  # the head's own upsampling of the map it reads (deconvs)
+    kept_neck: str | None = None
+    source: str = "spec"  # where it came from: "spec", a config path, a head type
+    config: str | None = None  # the config it was read from, when any
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inputs, tuple) or not self.inputs:
+            raise ValueError(f"a head reads at least one map, got inputs={self.inputs!r}")
+        if not all(isinstance(i, InputSpec) for i in self.inputs):
+            raise ValueError("target inputs must be InputSpec records")
+        if self.groups is not None and (
+            any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in self.groups)
+            or sum(self.groups) != len(self.inputs)
+        ):
+            raise ValueError(f"groups {self.groups} do not split the {len(self.inputs)} inputs")
+
+    @classmethod
+    def single(cls, channels: int, stride: Stride | None, layout: Layout = Layout.NCHW, **facts: object) -> TargetSpec:
+        """A head that reads one map."""
+        return cls(inputs=(InputSpec(channels=channels, stride=stride, layout=layout),), **facts)  # type: ignore[arg-type]
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def last(self) -> InputSpec:
+        """The map a single-map head reads (mmpose heads read ``feats[-1]``)."""
+        return self.inputs[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.last.channels
+
+    @property
+    def stride(self) -> Stride | None:
+        return self.last.stride
+
+    @property
+    def layout(self) -> Layout:
+        return self.last.layout
 
 
 @dataclass(frozen=True)
@@ -196,24 +252,54 @@ class PlanStep:
 
 
 @dataclass(frozen=True)
-class AdapterPlan:
-    """The chosen feature and the minimal chain of steps to serve the target."""
+class InputPlan:
+    """How one head input is made: the backbone feature it comes from and the steps."""
 
+    index: int  # which of the target's inputs
     feature: FeatureSpec
-    target: TargetSpec
-    strategy: Strategy
+    input: InputSpec
     steps: tuple[PlanStep, ...]
-    input_shape: tuple[int, ...]
     reason: str  # why this feature was chosen, in words
 
     @property
     def out_channels(self) -> int:
         return self.steps[-1].out_shape[1] if self.steps else self.feature.channels
 
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """One InputPlan per head input, in the head's order, and the strategy."""
+
+    target: TargetSpec
+    strategy: Strategy
+    inputs: tuple[InputPlan, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def last(self) -> InputPlan:
+        """The plan of the map a single-map head reads."""
+        return self.inputs[-1]
+
+    @property
+    def feature(self) -> FeatureSpec:
+        return self.last.feature
+
+    @property
+    def steps(self) -> tuple[PlanStep, ...]:
+        return self.last.steps
+
+    @property
+    def reason(self) -> str:
+        return self.last.reason
+
+    @property
+    def out_channels(self) -> int:
+        return self.last.out_channels
+
     @property
     def macs(self) -> int:
-        return sum(s.macs for s in self.steps)
+        return sum(s.macs for p in self.inputs for s in p.steps)
 
     @property
     def params(self) -> int:
-        return sum(s.params for s in self.steps)
+        return sum(s.params for p in self.inputs for s in p.steps)

@@ -1,18 +1,20 @@
 """What a head consumes, as a ``TargetSpec``, from the forms that need no OpenMMLab.
 
-A spec string (``32@4``) or a dict. Reading a config or a head is
+A spec string (``32@4``, ``32@4,64@8``) or a dict. Reading a config or a head is
 OpenMMLab integration and lives in ``adaptkit.mm.targets``;
 ``adaptkit.parse_target`` dispatches between the two.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from adaptkit.core.records import Layout, TargetSpec, parse_enum
+from adaptkit.core.records import InputSpec, Layout, TargetSpec, parse_enum
+from adaptkit.core.shapes import check_channels, check_stride, short_repr
 from adaptkit.errors import TargetError
 
 __all__ = ["parse_spec_target", "is_spec", "target_from_spec", "target_from_dict", "exact", "probe_shape"]
@@ -40,13 +42,16 @@ def probe_shape(target: TargetSpec, input_shape: Any = None, batch: int = 1) -> 
     return (batch, 3, height, width)
 
 
+_SPLIT = re.compile(r",(?=\s*\d+\s*@)")  # a comma that starts the next CHANNELS@STRIDE
+
+
 def is_spec(text: str) -> bool:
-    """Whether ``text`` is written as CHANNELS@STRIDE."""
-    return bool(_SPEC.match(text.strip()))
+    """Whether ``text`` is written as CHANNELS@STRIDE, or several of them separated by commas."""
+    return all(_SPEC.match(part) for part in _SPLIT.split(text.strip()))
 
 
 def parse_spec_target(target: Any) -> TargetSpec:
-    """A TargetSpec, a ``CHANNELS@STRIDE`` string or a plain dict -> TargetSpec; TargetError otherwise."""
+    """A TargetSpec, a ``CHANNELS@STRIDE[,...]`` string or a plain dict -> TargetSpec; TargetError otherwise."""
     if isinstance(target, TargetSpec):
         return target
     if isinstance(target, Mapping) and "type" not in target:
@@ -54,43 +59,90 @@ def parse_spec_target(target: Any) -> TargetSpec:
     if isinstance(target, str) and is_spec(target):
         return target_from_spec(target.strip())
     raise TargetError(
-        f"cannot read target {target!r}; write CHANNELS@STRIDE (e.g. 32@4), a config file, or mmpose::path/to/config.py"
+        f"cannot read target {short_repr(target)}; write CHANNELS@STRIDE (e.g. 32@4, or 32@4,64@8 for a head that reads "
+        "two maps), a config file, or mmpose::path/to/config.py"
     )
 
 
-def target_from_spec(text: str) -> TargetSpec:
-    """``"32@4"`` (32 channels at stride 4) or ``"32@4x8"`` (stride 4 in height, 8 in width)."""
+def _input_from_spec(text: str, whole: str) -> InputSpec:
     match = _SPEC.match(text)
     if not match:
-        raise TargetError(f"target spec {text!r} is not CHANNELS@STRIDE, e.g. 32@4")
-    channels = int(match.group(1))
-    sh = exact(float(match.group(2)))
-    sw = exact(float(match.group(3))) if match.group(3) else sh
+        raise TargetError(f"target spec {short_repr(whole)} is not CHANNELS@STRIDE, e.g. 32@4 or 32@4,64@8")
+    prefix = f"target spec {short_repr(whole)}: "
+    channels = check_channels(_number(match.group(1), int), TargetError, prefix)
+    sh = check_stride(_number(match.group(2), float), TargetError, prefix)
+    sw = check_stride(_number(match.group(3), float), TargetError, prefix) if match.group(3) else sh
     try:
-        return TargetSpec(channels=channels, stride=(sh, sw), source=text)
+        return InputSpec(channels=channels, stride=(sh, sw), layout=Layout.NCHW)
     except ValueError as exc:
-        raise TargetError(f"target spec {text!r}: {exc}") from None
+        raise TargetError(f"{prefix}{exc}") from None
+
+
+def _number(text: str, kind: type) -> int | float:
+    """A spec's digits as a number; a huge one as inf (never a 5000-digit int, which str() refuses)."""
+    whole = text.split(".")[0].lstrip("0")
+    if len(whole) > 18:
+        return math.inf if kind is float else 1 << 64
+    return kind(text)  # type: ignore[no-any-return]
+
+
+def target_from_spec(text: str) -> TargetSpec:
+    """``"32@4"`` (32 channels at stride 4), ``"32@4x8"`` (stride 4 in height, 8 in width),
+    ``"32@4,64@8"`` (a head that reads two maps, in that order)."""
+    inputs = tuple(_input_from_spec(part.strip(), text) for part in _SPLIT.split(text))
+    return TargetSpec(inputs=inputs, source=text)
+
+
+def _stride(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TargetError(
+            f"cannot read target: stride must be a number or (height, width), got the string {short_repr(value)}"
+        )
+    if not isinstance(value, (list, tuple)):
+        one = check_stride(value, TargetError)
+        return (one, one)
+    return tuple(check_stride(s, TargetError) for s in value)
+
+
+def _input_from_dict(data: Mapping[str, Any]) -> InputSpec:
+    known = {f.name for f in fields(InputSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown input field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+    if "channels" not in data or "stride" not in data:
+        raise ValueError("an input needs its channels and its stride (None: the head pools it)")
+    return InputSpec(
+        channels=check_channels(data["channels"], TargetError),
+        stride=_stride(data.get("stride")),
+        layout=parse_enum(Layout, data.get("layout", "NCHW"), "layout"),
+    )
 
 
 def target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
-    known = {f.name for f in fields(TargetSpec)}
+    """``{"channels": 32, "stride": 4, ...}`` for one map, or ``{"inputs": [{...}, ...], ...}`` for several."""
+    per_input = {f.name for f in fields(InputSpec)}
+    known = {f.name for f in fields(TargetSpec)} | per_input
     unknown = sorted(set(data) - known)
     if unknown:
         raise TargetError(f"unknown target field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
-    values = dict(data)
+    values = {k: v for k, v in data.items() if k not in per_input}
     try:
-        stride = values.get("stride")
-        if isinstance(stride, (int, float)) and not isinstance(stride, bool):
-            values["stride"] = (exact(stride), exact(stride))
-        elif isinstance(stride, (str, bytes)):
-            raise ValueError(f"stride must be a number or (height, width), got the string {stride!r}")
-        elif stride is not None:
-            values["stride"] = tuple(exact(float(s)) for s in stride)  # type: ignore[union-attr]
-        if "layout" in values:
-            values["layout"] = parse_enum(Layout, values["layout"], "layout")
-        for key in ("heatmap_size", "input_size"):
+        if "inputs" in values:
+            if per_input & set(data):
+                raise ValueError("give either inputs or channels/stride/layout, not both")
+            raw = values["inputs"]
+            if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple)):
+                raise ValueError(f"inputs must be a list of dicts, got {short_repr(raw)}")
+            values["inputs"] = tuple(i if isinstance(i, InputSpec) else _input_from_dict(i) for i in raw)
+        else:
+            values["inputs"] = (_input_from_dict({k: data[k] for k in per_input if k in data}),)
+        for key in ("heatmap_size", "input_size", "featuremap_size", "groups"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return TargetSpec(**values)
+    except TargetError:
+        raise
     except (TypeError, ValueError) as exc:
-        raise TargetError(f"cannot read target {dict(data)!r}: {exc}") from None
+        raise TargetError(f"cannot read target {short_repr(dict(data))}: {exc}") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["iter_tensors", "select", "has_path"]
+__all__ = ["iter_tensors", "select", "has_path", "replace"]
 
 
 def _children(obj: Any) -> Iterator[tuple[str, Any]] | None:
@@ -88,3 +88,59 @@ def has_path(obj: Any, path: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _rebuilt(obj: Any, key: str, child: Any) -> Any:
+    """A shallow copy of the container ``obj`` with its element ``key`` set to ``child``."""
+    if isinstance(obj, Mapping):
+        for k in obj:
+            if str(k) == key:
+                items = dict(obj)
+                items[k] = child
+                mapping_type: Any = type(obj)
+                try:
+                    return mapping_type(items)
+                except TypeError:  # a mapping type that cannot be built from a dict
+                    return items
+        raise KeyError(key)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple: by field name or index
+        named: Any = obj
+        name = key if key in named._fields else named._fields[int(key)]
+        return named._replace(**{name: child})
+    if isinstance(obj, (list, tuple)):
+        elements = list(obj)
+        elements[int(key)] = child
+        return type(obj)(elements)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if key not in {f.name for f in dataclasses.fields(obj)}:
+            raise KeyError(key)
+        return dataclasses.replace(obj, **{key: child})  # type: ignore[type-var]
+    raise KeyError(key)
+
+
+def replace(obj: Any, path: str, value: Any) -> Any:
+    """A copy of ``obj`` with the element at ``path`` set to ``value``; ``obj`` itself is not changed.
+
+    Containers on the path are rebuilt as their own type (a namedtuple stays
+    that namedtuple, a dataclass is rebuilt with ``dataclasses.replace``);
+    everything off the path is shared, not copied. ``""`` answers ``value``.
+    Raises KeyError naming the path and the first key that does not exist.
+    """
+    if path == "":
+        return value
+    keys = path.split(".")
+    nodes = [obj]
+    for i, key in enumerate(keys[:-1]):
+        try:
+            nodes.append(_step(nodes[-1], key))
+        except (KeyError, IndexError, ValueError, AttributeError):
+            where = ".".join(keys[:i]) or "the output"
+            raise KeyError(f"path {path!r}: {where} has no element {key!r}") from None
+    child = value
+    for i in range(len(keys) - 1, -1, -1):
+        try:
+            child = _rebuilt(nodes[i], keys[i], child)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            where = ".".join(keys[:i]) or "the output"
+            raise KeyError(f"path {path!r}: {where} has no element {keys[i]!r}") from None
+    return child

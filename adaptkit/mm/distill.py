@@ -18,7 +18,7 @@ it), not in ``state_dict()`` (checkpoints stay the student's), and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adaptkit.core.adapter import resize_to
-from adaptkit.core.records import AdapterPlan, ProbeResult, Strategy, TargetSpec
 from adaptkit.core.tree import iter_tensors, select
-from adaptkit.errors import AdaptkitError, BuildError, ConfigError, PlanError
-from adaptkit.mm.estimator import AuxiliaryHead, check_weight
+from adaptkit.errors import BuildError, ConfigError
+from adaptkit.mm.aux_plans import DEFAULT_TAU, check_weight
+from adaptkit.mm.estimator import AuxiliaryHead
 
 __all__ = [
     "ChannelWiseDistillLoss",
     "DistillHead",
-    "DEFAULT_TAU",
     "build_teacher",
-    "teacher_target",
-    "plan_distill",
-    "distill_head_config",
 ]
-
-#: SCTNet's distillation temperature
-DEFAULT_TAU = 4.0
 
 
 class ChannelWiseDistillLoss(nn.Module):
@@ -77,19 +70,6 @@ class ChannelWiseDistillLoss(nn.Module):
         return f"tau={self.tau}"
 
 
-class _Teacher(nn.Module):
-    """A config's backbone and neck, frozen: what the teacher sees of the images."""
-
-    def __init__(self, backbone: nn.Module, neck: nn.Module | None) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-
-    def forward(self, x: Tensor) -> Any:
-        out = self.backbone(x)
-        return self.neck(out) if self.neck is not None else out
-
-
 def build_teacher(config: str, checkpoint: str | Path) -> nn.Module:
     """The frozen teacher (eval mode, no grad) from ``config``'s backbone+neck and a local checkpoint.
 
@@ -97,14 +77,14 @@ def build_teacher(config: str, checkpoint: str | Path) -> nn.Module:
     are ignored, but every backbone/neck weight must load (CheckpointError otherwise).
     """
     from adaptkit.mm.checkpoint import load_checkpoint
-    from adaptkit.mm.openmmlab import build_model, load_config
+    from adaptkit.mm.openmmlab import ConfigBackbone, build_model, load_config
 
     cfg = load_config(config)
     model_cfg = cfg.get("model")
     if not isinstance(model_cfg, Mapping) or "backbone" not in model_cfg:
         raise ConfigError(f"teacher config {config!r} has no model.backbone")
     neck_cfg = model_cfg.get("neck")
-    teacher = _Teacher(build_model(model_cfg["backbone"]), build_model(neck_cfg) if neck_cfg else None)
+    teacher = ConfigBackbone(build_model(model_cfg["backbone"]), build_model(neck_cfg) if neck_cfg else None)
     load_checkpoint(teacher, checkpoint, strict=False)
     teacher.eval()
     teacher.requires_grad_(False)
@@ -200,85 +180,3 @@ class DistillHead(AuxiliaryHead):
         if len(feats) != 2:
             raise BuildError(f"DistillHead.loss compares (student, teacher) maps, got {len(feats)} tensor(s)")
         return {"loss_distill": self.loss_module(self.forward(feats), feats[1])}
-
-
-# -- planning and config helpers (used by the wrap pipeline) ---------------------------------------
-
-
-def teacher_target(
-    teacher_config: str, input_shape: Sequence[int], select: str | None = None
-) -> tuple[TargetSpec, str]:
-    """What the student must be aligned to: the teacher's feature (channels, stride) and its path.
-
-    Probes the config's backbone+neck at ``input_shape`` (no weights needed);
-    ``select`` picks the path, else the last feature map.
-    """
-    from adaptkit.core.probing import probe
-    from adaptkit.core.targets import exact
-    from adaptkit.sources import resolve_source
-
-    try:
-        result = probe(resolve_source(teacher_config), tuple(input_shape))
-    except AdaptkitError as exc:
-        raise PlanError(f"cannot probe teacher {teacher_config!r}: {exc}") from None
-    maps = [f for f in result.features if f.is_spatial and not f.is_input]
-    if select is not None:
-        try:
-            feature = result.feature(select)
-        except KeyError as exc:
-            raise PlanError(f"teacher: {exc.args[0]}") from None
-        if feature not in maps:
-            raise PlanError(f"teacher path {select!r} is not a feature map ({list(feature.shape)}); pick another")
-    elif maps:
-        feature = maps[-1]
-    else:
-        raise PlanError(f"teacher {teacher_config!r} returns no feature map to distill from")
-    spec = TargetSpec(
-        channels=feature.channels,
-        stride=(exact(feature.stride[0]), exact(feature.stride[1])),
-        source=f"teacher {teacher_config}",
-        config=str(teacher_config),
-    )
-    return spec, feature.path
-
-
-def plan_distill(result: ProbeResult, teacher: TargetSpec, path: str) -> AdapterPlan:
-    """The student adapter: feature ``path`` projected to the teacher's channels at its stride."""
-    from adaptkit.core.planning import plan_features
-    from adaptkit.mm.estimator import check_aux_path
-
-    check_aux_path(result, path)
-    return plan_features(result, teacher, select=path, strategy=Strategy.ADAPT_FEATURES)
-
-
-def distill_head_config(
-    plan: AdapterPlan,
-    teacher_config: str,
-    teacher_checkpoint: str,
-    weight: float,
-    teacher_select: str | None = None,
-    tau: float = DEFAULT_TAU,
-    index: int | None = None,
-) -> dict[str, Any]:
-    """The config dict of one DistillHead (an ``auxiliary_head`` entry for ``aux_model_entries``)."""
-    from adaptkit.core.building import adapter_config
-
-    weight = check_weight(weight, "distillation weight")
-    tau = check_weight(tau, "distillation temperature tau")
-    if not Path(teacher_checkpoint).is_file():
-        raise PlanError(f"teacher checkpoint {teacher_checkpoint!r} does not exist")
-    config = str(teacher_config)
-    if "::" not in config:
-        config = str(Path(config).resolve())  # the fragment may be used from another folder
-    cfg: dict[str, Any] = dict(
-        type="DistillHead",
-        teacher_config=config,
-        teacher_checkpoint=str(Path(teacher_checkpoint).resolve()),
-        teacher_select=teacher_select,
-        adapter=adapter_config(plan),
-        loss=dict(type="ChannelWiseDistillLoss", tau=tau),
-        loss_weight=weight,
-    )
-    if index is not None:
-        cfg["name"] = f"aux{index}"
-    return cfg

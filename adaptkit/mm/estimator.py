@@ -29,7 +29,6 @@ config gives a dict, an ``nn.ModuleList`` when it gives a list (as mmseg does).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,9 +36,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from adaptkit.core.building import adapter_config
-from adaptkit.core.records import AdapterPlan, ProbeResult, Strategy, TargetSpec
-from adaptkit.errors import AdaptkitError, BuildError, ConfigError, PlanError
+from adaptkit.errors import BuildError, ConfigError
+from adaptkit.mm.aux_plans import AUX_PREFIX, DEFAULT_AUX_MID_CHANNELS, check_weight
 from adaptkit.mm.openmmlab import quiet
 
 with quiet():  # mmcv-lite's import-time warning stays out of adaptkit's output
@@ -51,28 +49,7 @@ with quiet():  # mmcv-lite's import-time warning stays out of adaptkit's output
     from mmpose.registry import KEYPOINT_CODECS
     from mmpose.utils.tensor_utils import to_numpy
 
-__all__ = [
-    "AuxTopdownPoseEstimator",
-    "AuxiliaryHead",
-    "AuxHeatmapHead",
-    "DEFAULT_AUX_WEIGHT",
-    "AUX_PREFIX",
-    "parse_aux",
-    "heatmap_stride",
-    "plan_aux",
-    "aux_head_config",
-    "aux_model_entries",
-    "aux_prefixes",
-    "check_weight",
-    "check_aux_path",
-]
-
-#: weight of an auxiliary loss when ``--aux PATH`` gives none (SCTNet's and mmseg's deep supervision use 0.4)
-DEFAULT_AUX_WEIGHT = 0.4
-#: prefix of a lone auxiliary head's loss keys; several heads add their index (``aux0``, ``aux1``...)
-AUX_PREFIX = "aux"
-#: mid channels of AuxHeatmapHead's 3x3 conv: light, the head only supervises
-DEFAULT_AUX_MID_CHANNELS = 64
+__all__ = ["AuxTopdownPoseEstimator", "AuxiliaryHead", "AuxHeatmapHead", "aux_prefixes"]
 
 
 # -- the estimator ------------------------------------------------------------------------------
@@ -354,145 +331,3 @@ class AuxHeatmapHead(AuxiliaryHead):
 
     def forward(self, feats: tuple[Tensor, ...]) -> Tensor:
         return self.layers(feats[-1])
-
-
-# -- planning and config helpers (pure; used by the wrap pipeline) ---------------------------------
-
-
-def check_weight(value: Any, what: str = "auxiliary loss weight", error: type[AdaptkitError] = PlanError) -> float:
-    """``value`` as a positive finite float, or a one-line ``error`` (PlanError when planning, BuildError in modules)."""
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        raise error(f"{what} must be a positive number, got {value!r}") from None
-    if not math.isfinite(weight) or weight <= 0:
-        raise error(f"{what} must be a positive number, got {value!r}")
-    return weight
-
-
-def check_aux_path(result: ProbeResult, path: str) -> None:
-    """PlanError unless ``path`` names a feature map the backbone returns (not the input passed through)."""
-    try:
-        feature = result.feature(path)
-    except KeyError as exc:
-        raise PlanError(f"--aux: {exc.args[0]}") from None
-    if feature.is_input:
-        raise PlanError(f"--aux {path!r} names the input image passed through, not a feature; pick another path")
-    if not feature.is_spatial:
-        raise PlanError(
-            f"--aux {path!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
-        )
-
-
-def parse_aux(text: str, result: ProbeResult | None = None) -> tuple[str, float]:
-    """``--aux PATH[:WEIGHT]`` -> ``(path, weight)``; the weight defaults to DEFAULT_AUX_WEIGHT (0.4).
-
-    ``PATH`` is a probe path ("1", "2.1.1", "stage3"); with ``result`` it must
-    name a feature map the backbone returns. The weight must be a positive number.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise PlanError("--aux needs PATH[:WEIGHT], e.g. 1:0.4")
-    path, sep, weight_text = text.strip().rpartition(":")
-    if not sep:
-        path, weight = weight_text, DEFAULT_AUX_WEIGHT
-    else:
-        weight = check_weight(weight_text.strip(), f"--aux {text!r}: the weight")
-    path = path.strip()
-    if not path:
-        raise PlanError(f"--aux {text!r} names no feature path; write PATH[:WEIGHT], e.g. 1:0.4")
-    if result is not None:
-        check_aux_path(result, path)
-    return path, weight
-
-
-def heatmap_stride(target: TargetSpec) -> tuple[float, float]:
-    """The (height, width) stride of the codec's heatmaps, which an auxiliary heatmap head must produce.
-
-    From the codec's input and heatmap sizes when known, else the head's
-    input stride divided by its own upsampling.
-    """
-    from adaptkit.core.targets import exact
-
-    if target.input_size is not None and target.heatmap_size is not None:
-        (iw, ih), (hw, hh) = target.input_size, target.heatmap_size
-        return (exact(ih / hh), exact(iw / hw))
-    return (exact(target.stride[0] / target.head_upsample), exact(target.stride[1] / target.head_upsample))
-
-
-def plan_aux(result: ProbeResult, target: TargetSpec, path: str) -> AdapterPlan:
-    """Plan the adapter of an auxiliary heatmap head on feature ``path``.
-
-    Select ``path`` and resize it to the heatmap stride, keeping its channels
-    (the head's 3x3 conv reads them directly; a projection before it would be
-    redundant). ``target`` is the main head's target (``target_from_config``).
-    """
-    from adaptkit.core.planning import plan_features
-
-    check_aux_path(result, path)
-    feature = result.feature(path)
-    aux_target = TargetSpec(
-        channels=feature.channels,
-        stride=heatmap_stride(target),
-        num_keypoints=target.num_keypoints,
-        heatmap_size=target.heatmap_size,
-        input_size=target.input_size,
-        head_type="AuxHeatmapHead",
-        source=f"auxiliary head on {path!r}",
-        config=target.config,
-    )
-    return plan_features(result, aux_target, select=path, strategy=Strategy.ADAPT_HEAD)
-
-
-def aux_head_config(
-    plan: AdapterPlan,
-    weight: float,
-    num_keypoints: int,
-    index: int | None = None,
-    mid_channels: int = DEFAULT_AUX_MID_CHANNELS,
-) -> dict[str, Any]:
-    """The config dict of one AuxHeatmapHead: its adapter (from ``plan``), widths and loss weight.
-
-    ``plan`` must bring its feature to the heatmap stride (``plan_aux`` does).
-    ``index`` None lets the estimator name the losses (``aux_`` alone, ``aux{i}_``
-    in a list); an int fixes the name to ``aux{index}``.
-    """
-    weight = check_weight(weight)
-    if not isinstance(num_keypoints, int) or num_keypoints <= 0:
-        raise PlanError(f"an auxiliary heatmap head needs a positive number of keypoints, got {num_keypoints!r}")
-    target = plan.target
-    if target.input_size is not None and target.heatmap_size is not None:
-        want = heatmap_stride(target)
-        if tuple(target.stride) != want:
-            raise PlanError(
-                f"the auxiliary head's plan resizes to stride {list(target.stride)} but the heatmaps are at stride "
-                f"{list(want)}; plan it with plan_aux"
-            )
-    cfg: dict[str, Any] = dict(
-        type="AuxHeatmapHead",
-        in_channels=plan.out_channels,
-        out_channels=num_keypoints,
-        mid_channels=mid_channels,
-        adapter=adapter_config(plan),
-        loss=dict(type="KeypointMSELoss", use_target_weight=True),
-        loss_weight=weight,
-    )
-    if index is not None:
-        cfg["name"] = f"{AUX_PREFIX}{index}"
-    return cfg
-
-
-def aux_model_entries(
-    aux_configs: Sequence[Mapping[str, Any]], base_type: str | None = None
-) -> tuple[tuple[str, Any], ...]:
-    """``FragmentRequest.extra_model`` entries: the estimator type and its auxiliary heads.
-
-    One config is written as a dict (``model.auxiliary_head`` is that head),
-    several as a list. No configs -> no entries (the stock estimator stays).
-    ``base_type`` is the stock config's model type; only TopdownPoseEstimator can be swapped.
-    """
-    if not aux_configs:
-        return ()
-    if base_type is not None and base_type not in ("TopdownPoseEstimator", "AuxTopdownPoseEstimator"):
-        raise PlanError(f"auxiliary heads need a TopdownPoseEstimator config, but this config's model is {base_type!r}")
-    heads: Any = dict(aux_configs[0]) if len(aux_configs) == 1 else [dict(cfg) for cfg in aux_configs]
-    return (("type", "AuxTopdownPoseEstimator"), ("auxiliary_head", heads))

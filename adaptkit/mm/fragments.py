@@ -1,14 +1,18 @@
 """``adaptkit wrap``: probe a backbone, plan it into a stock config's head, write the fragment.
 
-The OpenMMLab side of the emit stage: it reads the stock config, adds
-auxiliary and distillation heads, checks a checkpoint, and hands the pure
-fragment text (``adaptkit.core.emitting``) to one atomic write.
+The OpenMMLab side of the emit stage, in three steps: ``wrap_request``
+checks every argument into a ``WrapRequest`` before anything is built;
+``build_fragment`` turns a plan and the stock config's model dict into the
+fragment text (pure: no mmpose, no disk); ``run_wrap`` does the work in
+between (probe, target, plan, auxiliary and distillation heads) and ends in
+one atomic write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
@@ -18,7 +22,7 @@ from adaptkit.core.records import AdapterPlan, Strategy
 if TYPE_CHECKING:
     from adaptkit.mm.checkpoint import LoadReport
 
-__all__ = ["DistillRequest", "WrapResult", "wrap_config"]
+__all__ = ["DistillRequest", "WrapRequest", "WrapResult", "build_fragment", "run_wrap", "wrap_config", "wrap_request"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,26 @@ class WrapResult:
     checkpoint: LoadReport | None  # how the --checkpoint file fits the backbone, when one was given
 
 
-def wrap_config(
+@dataclass(frozen=True)
+class WrapRequest:
+    """One checked ``wrap``: everything it needs, read before any model is built."""
+
+    source: str
+    config: str
+    out: Path
+    source_kwargs: tuple[tuple[str, Any], ...]
+    input_shape: tuple[int, int, int, int] | None
+    select: str | None
+    strategy: Strategy
+    checkpoint: Path | None
+    allow_partial: bool
+    aux: tuple[tuple[str, float], ...]
+    distill: DistillRequest | None
+    force: bool
+    command: str
+
+
+def wrap_request(
     source: str,
     config: str,
     out: Any,
@@ -60,34 +83,19 @@ def wrap_config(
     distill: DistillRequest | None = None,
     force: bool = False,
     command: str | None = None,
-) -> WrapResult:
-    """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
-
-    ``aux`` adds auxiliary heatmap heads, each on the backbone output at a
-    path, as ``"PATH[:WEIGHT]"`` strings or ``(path, weight)`` pairs;
-    ``distill`` adds SCTNet's channel-wise distillation head against a
-    frozen teacher.
-    ``checkpoint`` is loaded into the backbone once here, so a missing,
-    corrupt or ill-fitting file fails now rather than at training time.
-    Everything is checked before the file is written, and the file is
-    written atomically.
-    """
-    from pathlib import Path
-
-    from adaptkit.api import plan
-    from adaptkit.core.emitting import FragmentRequest, base_reference, check_destination, fragment_text, write_atomic
-    from adaptkit.core.probing import probe
+) -> WrapRequest:
+    """Check every argument of a wrap (typed one-line errors) without building anything."""
+    from adaptkit.core.emitting import check_destination
+    from adaptkit.core.records import parse_enum
     from adaptkit.core.shapes import parse_input_shape
-    from adaptkit.core.targets import probe_shape
-    from adaptkit.errors import CheckpointError, SourceError, TargetError
-    from adaptkit.mm.openmmlab import load_config
-    from adaptkit.mm.targets import target_from_config
-    from adaptkit.sources import SourceKind, is_config_source, resolve_source, source_kind
+    from adaptkit.errors import PlanError, SourceError, TargetError
+    from adaptkit.mm.aux_plans import check_weight, parse_aux
+    from adaptkit.sources import is_config_source
 
     out_path = Path(out)
     check_destination(out_path, force)  # before any work: the file is written last
-    if input_shape is not None:
-        input_shape = parse_input_shape(input_shape)  # a typo fails before the backbone is built
+    _refuse_overwriting_inputs(out_path, source, config)
+    shape = parse_input_shape(input_shape) if input_shape is not None else None
     if not is_config_source(config):
         raise TargetError(
             f"wrap writes a config fragment, so --target must be a config (file or mmpose::name), got {config!r}"
@@ -97,55 +105,136 @@ def wrap_config(
             "wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config: "
             "the config's own backbone is already in it"
         )
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
-    from adaptkit.mm.estimator import check_weight, parse_aux
+    from adaptkit.mm.checkpoint import check_checkpoint_path, read_state_dict
 
-    aux_heads = [parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux]
-    kwargs = dict(source_kwargs or {})
-    model = resolve_source(source, **kwargs)
-    report = None
     if checkpoint is not None:
+        check_checkpoint_path(checkpoint, "--checkpoint")
+    if distill is not None:  # read now: a truncated teacher file must fail before the fragment is written
+        read_state_dict(check_checkpoint_path(distill.teacher_checkpoint, "--distill-checkpoint"))
+    try:
+        chosen = parse_enum(Strategy, strategy, "strategy")
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    aux_heads = tuple(parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux)
+    return WrapRequest(
+        source=source,
+        config=config,
+        out=out_path,
+        source_kwargs=tuple((source_kwargs or {}).items()),
+        input_shape=shape,
+        select=select,
+        strategy=chosen,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        allow_partial=allow_partial,
+        aux=aux_heads,
+        distill=distill,
+        force=force,
+        command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
+    )
+
+
+def build_fragment(
+    adapter_plan: AdapterPlan,
+    request: WrapRequest,
+    base_model: Mapping[str, Any],
+    *,
+    base: str,
+    unused_modules: tuple[str, ...] = (),
+    extra_model: tuple[tuple[str, Any], ...] = (),
+) -> str:
+    """The fragment text for ``request``: pure (no mmpose, no disk), given the stock config's ``model``.
+
+    ``base`` is how the fragment names the stock config (``base_reference``).
+    """
+    from adaptkit.core.emitting import FragmentRequest, fragment_text
+    from adaptkit.errors import PlanError
+    from adaptkit.sources import SourceKind, source_kind
+
+    stored_source = request.source
+    if source_kind(request.source) == SourceKind.FILE:
+        file_path, _, name = request.source.rpartition(":")
+        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
+    neck = base_model.get("neck")
+    kept = None
+    if adapter_plan.target.kept_neck is not None:
+        if not isinstance(neck, Mapping) or neck.get("type") != adapter_plan.target.kept_neck:
+            raise PlanError(
+                f"the plan keeps the stock {adapter_plan.target.kept_neck} neck but the config's neck is {neck!r}"
+            )
+        kept = tuple(dict(neck).items())
+    fragment = FragmentRequest(
+        source=stored_source,
+        source_kwargs=request.source_kwargs,
+        base=base,
+        base_has_neck=bool(neck),
+        checkpoint=str(request.checkpoint.resolve()) if request.checkpoint else None,
+        allow_partial=request.allow_partial,
+        command=request.command,
+        extra_model=extra_model,
+        unused_modules=unused_modules,
+        kept_neck=kept,
+    )
+    return fragment_text(adapter_plan, fragment)
+
+
+def wrap_config(source: str, config: str, out: Any, **options: Any) -> WrapResult:
+    """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
+
+    ``options`` are ``wrap_request``'s: ``aux`` adds auxiliary heatmap heads,
+    each on the backbone output at a path, as ``"PATH[:WEIGHT]"`` strings or
+    ``(path, weight)`` pairs; ``distill`` adds SCTNet's channel-wise
+    distillation head against a frozen teacher; ``checkpoint`` is loaded into
+    the backbone once here, so a missing, corrupt or ill-fitting file fails
+    now rather than at training time. Everything is checked before the file
+    is written, and the file is written atomically.
+    """
+    return run_wrap(wrap_request(source, config, out, **options))
+
+
+def run_wrap(request: WrapRequest) -> WrapResult:
+    """request -> probe, target, plan -> fragment text -> one atomic write."""
+    from adaptkit.api import plan
+    from adaptkit.core.emitting import base_reference, write_atomic
+    from adaptkit.core.probing import probe
+    from adaptkit.core.targets import probe_shape
+    from adaptkit.mm.openmmlab import load_config
+    from adaptkit.mm.targets import target_from_config
+    from adaptkit.sources import resolve_source
+
+    model = resolve_source(request.source, **dict(request.source_kwargs))
+    report = None
+    if request.checkpoint is not None:
         from adaptkit.mm.checkpoint import load_checkpoint
 
-        report = load_checkpoint(model, checkpoint, allow_partial=allow_partial)
-    target = target_from_config(config)
+        report = load_checkpoint(model, str(request.checkpoint), allow_partial=request.allow_partial)
+    target = target_from_config(request.config)
     # batch 2: train-mode BatchNorm on a globally pooled branch (SCTNet's DAPPM) needs it
-    shape = parse_input_shape(probe_shape(target, input_shape, batch=2))
+    shape = probe_shape(target, request.input_shape, batch=2)
     result = probe(model, shape)
-    adapter_plan = plan(result, target, select=select, strategy=strategy)
-    base_cfg = load_config(config)
+    adapter_plan = plan(result, target, select=request.select, strategy=request.strategy)
+    base_cfg = load_config(request.config)
+    aux_heads = list(request.aux)
     head_configs = _aux_configs(result, target, aux_heads)
-    read_paths = [adapter_plan.feature.path, *(path for path, _ in aux_heads)]
-    if distill is not None:
-        student_path = distill.student_path or adapter_plan.feature.path
-        head_configs.append(_distill_config(result, shape, distill, student_path))
+    read_paths = [*(p.feature.path for p in adapter_plan.inputs), *(path for path, _ in aux_heads)]
+    if request.distill is not None:
+        student_path = request.distill.student_path or adapter_plan.feature.path
+        head_configs.append(_distill_config(result, shape, request.distill, student_path))
         read_paths.append(student_path)
-    extra_model = _aux_entries(head_configs, base_cfg.model.get("type"))
-    unused_modules = _unused_modules(model, shape, read_paths)
-    stored_source = source
-    if source_kind(source) == SourceKind.FILE:
-        file_path, _, name = source.rpartition(":")
-        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
-    request = FragmentRequest(
-        source=stored_source,
-        source_kwargs=tuple(kwargs.items()),
-        base=base_reference(target.config or config, out_path),
-        base_has_neck=bool(base_cfg.model.get("neck")),
-        checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None,
-        allow_partial=allow_partial,
-        command=command or f"adaptkit wrap {source} --target {config} --out {out_path.name}",
-        unused_modules=unused_modules,
-        extra_model=extra_model,
+    text = build_fragment(
+        adapter_plan,
+        request,
+        base_cfg.model,
+        base=base_reference(target.config or request.config, request.out),
+        unused_modules=_unused_modules(model, shape, list(dict.fromkeys(read_paths))),
+        extra_model=_aux_entries(head_configs, base_cfg.model.get("type")),
     )
-    text = fragment_text(adapter_plan, request)
-    write_atomic(out_path, text, force=force)
+    write_atomic(request.out, text, force=request.force)
     return WrapResult(plan=adapter_plan, text=text, checkpoint=report)
 
 
 def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -> list[dict[str, Any]]:
     """One auxiliary heatmap head config per ``(path, weight)``."""
-    from adaptkit.mm.estimator import aux_head_config, plan_aux
+    from adaptkit.mm.aux_plans import aux_head_config, plan_aux
 
     return [
         aux_head_config(plan_aux(result, target, path), weight, target.num_keypoints or 17)
@@ -155,7 +244,7 @@ def _aux_configs(result: Any, target: Any, aux_heads: list[tuple[str, float]]) -
 
 def _distill_config(result: Any, shape: Any, request: DistillRequest, student_path: str) -> dict[str, Any]:
     """The DistillHead config: the student's feature planned onto the teacher's."""
-    from adaptkit.mm.distill import distill_head_config, plan_distill, teacher_target
+    from adaptkit.mm.aux_plans import distill_head_config, plan_distill, teacher_target
 
     teacher, teacher_path = teacher_target(request.teacher_config, shape, request.teacher_select)
     return distill_head_config(
@@ -171,7 +260,7 @@ def _aux_entries(head_configs: list[dict[str, Any]], base_type: str | None) -> t
     """The fragment's estimator type and auxiliary heads (none: nothing)."""
     if not head_configs:
         return ()
-    from adaptkit.mm.estimator import aux_model_entries
+    from adaptkit.mm.aux_plans import aux_model_entries
 
     return aux_model_entries(head_configs, base_type=base_type)
 
@@ -182,3 +271,19 @@ def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str
 
     names = unreached_parameters(model, shape, paths)  # None: unknown, so say nothing rather than guess
     return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(names or ())))
+
+
+def _refuse_overwriting_inputs(out: Path, source: str, config: str) -> None:
+    """--out may not be the --target config (a fragment whose _base_ is itself) nor the SOURCE file."""
+    from adaptkit.errors import EmitError
+
+    inputs = [("--target", config)]
+    if isinstance(source, str) and ":" in source and "::" not in source:
+        inputs.append(("SOURCE", source.rpartition(":")[0]))
+    for what, name in inputs:
+        try:
+            same = "::" not in name and out.exists() and Path(name).exists() and out.samefile(name)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise EmitError(f"--out {str(out)!r} is the {what} file itself; write the fragment to another name")

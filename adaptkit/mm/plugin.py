@@ -12,9 +12,10 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmpose.registry import MODELS
 
-from adaptkit.core.adapter import ShapeAdapter
+from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
 from adaptkit.mm.distill import ChannelWiseDistillLoss, DistillHead
 from adaptkit.mm.estimator import AuxHeatmapHead, AuxiliaryHead, AuxTopdownPoseEstimator
+from adaptkit.mm.necks import AdapterThenNeck
 from adaptkit.sources import resolve_source
 from adaptkit.zoo.sctnet import SCTNet
 
@@ -61,6 +62,8 @@ for _name, _module in (
     ("SCTNet", SCTNet),
     ("ForeignBackbone", ForeignBackbone),
     ("ShapeAdapter", ShapeAdapter),
+    ("MultiShapeAdapter", MultiShapeAdapter),
+    ("AdapterThenNeck", AdapterThenNeck),
     ("AuxTopdownPoseEstimator", AuxTopdownPoseEstimator),
     ("AuxiliaryHead", AuxiliaryHead),
     ("AuxHeatmapHead", AuxHeatmapHead),
