@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="targets",
         action="append",
         metavar="CONFIG",
-        help="hrnet, crowdpose, a config file or mmpose::path.py (repeatable; default: every stock target)",
+        help="hrnet, crowdpose, rtmpose, a config file or mmpose::path.py (repeatable; default: all three)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     parser.add_argument("--batch", dest="batches", metavar="LIST", help="batch sizes (default 1,8,32; 1,8 quick)")
