@@ -8,7 +8,8 @@ core (``adaptkit.core``) only ever sees modules, ``ProbeResult`` and
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import torch.nn as nn
 
@@ -19,22 +20,29 @@ from adaptkit.core.targets import probe_shape
 from adaptkit.core.wrapping import WrappedBackbone, wrap_module
 from adaptkit.errors import PlanError, SourceError
 
-__all__ = ["parse_target", "plan", "wrap", "DEFAULT_PROBE_BATCH"]
+__all__ = ["parse_target", "plan", "wrap", "DEFAULT_PROBE_BATCH", "TargetLike", "SourceLike", "ShapeLike"]
+
+#: what a target may be given as: a record, "CHANNELS@STRIDE", a config path or ``mmpose::`` name, a dict, a head
+TargetLike: TypeAlias = TargetSpec | str | Mapping[str, Any] | nn.Module
+#: a backbone, or a SOURCE string (zoo name, ``module:callable``, ``file.py:Name``, ``timm:NAME``)
+SourceLike: TypeAlias = nn.Module | str
+#: an input shape: ``"2x3x256x192"`` or ``(2, 3, 256, 192)``
+ShapeLike: TypeAlias = str | Sequence[int]
 
 #: the batch every command probes at: train-mode BatchNorm on a globally pooled branch (SCTNet's DAPPM) needs 2
 DEFAULT_PROBE_BATCH = 2
 
 
-def parse_target(target: Any, **options: Any) -> TargetSpec:
+def parse_target(target: TargetLike, **options: Any) -> TargetSpec:
     """Any supported target form -> TargetSpec: a spec, a dict, a config path or name, a head."""
-    from adaptkit.core.targets import parse_spec_target
+    from collections.abc import Mapping
+
+    from adaptkit.core.targets import is_spec, parse_spec_target
 
     if isinstance(target, TargetSpec):
         return target
-    try:
-        return parse_spec_target(target)
-    except Exception:
-        pass
+    if (isinstance(target, str) and is_spec(target)) or (isinstance(target, Mapping) and "type" not in target):
+        return parse_spec_target(target)  # a spec's own errors stand; they are not a config's
     from adaptkit.mm.targets import parse_target as parse_any  # configs and heads are OpenMMLab's
 
     return parse_any(target, **options)
@@ -47,7 +55,7 @@ def _strategy(strategy: str | Strategy) -> Strategy:
         raise PlanError(str(exc)) from None
 
 
-def _model(source: nn.Module | str, source_kwargs: dict[str, Any]) -> nn.Module:
+def _model(source: SourceLike, source_kwargs: dict[str, Any]) -> nn.Module:
     from adaptkit.sources import resolve_source
 
     if not isinstance(source, str):
@@ -60,9 +68,9 @@ def _model(source: nn.Module | str, source_kwargs: dict[str, Any]) -> nn.Module:
 
 
 def plan(
-    source: Any,
-    target: Any,
-    input_shape: Any = None,
+    source: SourceLike | ProbeResult,
+    target: TargetLike,
+    input_shape: ShapeLike | None = None,
     select: str | None = None,
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
 ) -> AdapterPlan:
@@ -82,9 +90,9 @@ def plan(
 
 
 def wrap(
-    backbone: nn.Module | str,
-    target: Any,
-    input_shape: Any = None,
+    backbone: SourceLike,
+    target: TargetLike,
+    input_shape: ShapeLike | None = None,
     select: str | None = None,
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
     **source_kwargs: Any,

@@ -22,6 +22,10 @@ __all__ = [
     "ConfigError",
     "BenchError",
     "PortError",
+    "ShapeMismatchError",
+    "Terminated",
+    "describe_failure",
+    "is_user_failure",
 ]
 
 
@@ -83,3 +87,33 @@ class BenchError(AdaptkitError, ValueError):
 
 class PortError(AdaptkitError, ValueError):
     """A port check target that is missing or not Python source."""
+
+
+class ShapeMismatchError(AdaptkitError, RuntimeError):
+    """A tensor reached a built adapter with a shape its plan cannot take (at run time, not at planning)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while adaptkit held a temporary file; raised so cleanup runs."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def is_user_failure(exc: BaseException) -> bool:
+    """Whether user code (a SOURCE import, a factory, a forward, a config) failed, ``sys.exit`` included.
+
+    Ctrl-C and SIGTERM are the user stopping adaptkit, not a failure to report.
+    """
+    return not isinstance(exc, (KeyboardInterrupt, Terminated))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an exception raised by user code, ``sys.exit`` included."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,11 +1,17 @@
-"""Probe speed: adaptkit.probe vs torchinfo.summary vs one real forward, side by side.
+"""Probe speed: adaptkit.probe vs torchinfo.summary vs one real forward, side by side, with their spread.
 
-    .venv/bin/python benchmarks/probe_speed.py [--repeat 3] [--out benchmarks/results]
+    .venv/bin/python benchmarks/probe_speed.py [--budget 1.0] [--backbone sctnet-b|hrnet-w32]
+        [--shape 2x3x256x192 ...] [--out benchmarks/results]
 
-Backbones: SCTNet-B and mmpose's HRNet-W32 (the stock COCO config's backbone).
-Inputs: 2x3x256x192, 2x3x640x640, 1x3x1024x2048. Everything runs in one
-process on one device (the CPU here), so the ratios compare like with like.
-Prints a table and writes probe_speed-<device>.json.
+Backbones: SCTNet-B and mmpose's HRNet-W32 (the stock COCO config's
+backbone). Inputs: 1x3x64x64, 2x3x256x192, 2x3x640x640, 1x3x1024x2048. Each
+call is timed by adaptkit.bench's rule (blocks until the IQR is under 10 %
+of the median or the budget is spent, at least four blocks), all in one
+process on one device (the CPU here), so the ratios compare like with like;
+the ratio's range comes from the quartiles (torchinfo p25 / probe p75 to
+torchinfo p75 / probe p25). A '*' marks a flagged cell (spread, or a machine
+loaded above its core count at the start). Prints a table and writes
+probe_speed-<device>.json.
 """
 
 from __future__ import annotations
@@ -13,95 +19,113 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _device import device_name, slug  # noqa: E402
+import adaptkit
+from adaptkit.bench import environment, measure
+from adaptkit.bench.request import parse_inputs
+from adaptkit.bench.timing import slug
+from adaptkit.errors import AdaptkitError
+from adaptkit.mm.stock import HRNET
 
-import adaptkit  # noqa: E402
-
-HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
-SHAPES = ((2, 3, 256, 192), (2, 3, 640, 640), (1, 3, 1024, 2048))
-
-
-def seconds(fn, repeat: int) -> float:
-    """Median wall time of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+BACKBONES = {"sctnet-b": ("SCTNet-B", "sctnet-b"), "hrnet-w32": ("HRNet-W32", HRNET)}
+SHAPES = ((1, 3, 64, 64), (2, 3, 256, 192), (2, 3, 640, 640), (1, 3, 1024, 2048))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per measurement (median); real forwards run once at 1024x2048"
+def _shape(text: str) -> tuple[int, int, int, int]:
+    batch, _, hw = text.partition("x3x")
+    try:
+        (h, w), n = parse_inputs(hw)[0], int(batch)
+    except (AdaptkitError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not Bx3xHxW") from None
+    return n, 3, h, w
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="probe_speed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per cell after four blocks (default 1)")
+    parser.add_argument("--backbone", action="append", choices=sorted(BACKBONES), help="default: both")
+    parser.add_argument("--shape", action="append", type=_shape, help="Bx3xHxW (repeatable; default: four sizes)")
+    parser.add_argument("--no-forward", action="store_true", help="skip the real-forward column")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import torchinfo
 
     torch.manual_seed(0)
-    device = torch.device("cpu")
-    backbones = {
-        "SCTNet-B": adaptkit.resolve_source("sctnet-b"),
-        "HRNet-W32": adaptkit.resolve_source(HRNET).backbone,
-    }
-    for model in backbones.values():
-        model.eval()
-    adaptkit.probe(backbones["SCTNet-B"], SHAPES[0])  # pays torch's one-time start-up cost outside the timings
-
+    env = environment("cpu")  # before any work: the load at the start is other people's
+    shapes = tuple(args.shape or SHAPES)
     rows = []
-    for name, model in backbones.items():
-        for shape in SHAPES:
-            slow_repeat = 1 if shape[-1] * shape[-2] > 640 * 640 else args.repeat
-            x = torch.randn(shape)
-            t_probe = seconds(functools.partial(adaptkit.probe, model, shape), args.repeat)
-            mode = adaptkit.probe(model, shape).mode.value
-            with torch.no_grad():
-                summary = functools.partial(torchinfo.summary, model, input_size=shape, verbose=0, device=device)
-                t_info = seconds(summary, slow_repeat)
-                t_real = seconds(functools.partial(model, x), slow_repeat)
-            rows.append(
-                dict(backbone=name, input="x".join(map(str, shape)), probe_s=t_probe, probe_mode=mode,
-                     torchinfo_s=t_info, forward_s=t_real, speedup_vs_torchinfo=t_info / t_probe,
-                     speedup_vs_forward=t_real / t_probe)
-            )  # fmt: skip
-            print(
-                f"{name} {shape}: probe {t_probe:.3f}s torchinfo {t_info:.3f}s forward {t_real:.3f}s", file=sys.stderr
+    for key in args.backbone or list(BACKBONES):
+        name, source = BACKBONES[key]
+        model = adaptkit.resolve_source(source).eval()
+        adaptkit.probe(model, shapes[0])  # torch's one-time start-up cost, outside the timings
+        for shape in shapes:
+            cell = functools.partial(measure, batch=shape[0], budget_s=args.budget, memory=False, loaded=env.loaded)
+            result = adaptkit.probe(model, shape)
+            probe = cell(functools.partial(adaptkit.probe, model, shape), variant="probe", target=name)
+            info = cell(
+                functools.partial(torchinfo.summary, model, input_size=shape, verbose=0, device="cpu"),
+                variant="torchinfo",
+                target=name,
             )
+            x = torch.randn(shape)
+            forward = None if args.no_forward else cell(functools.partial(model, x), variant="forward", target=name)
+            rows.append(
+                dict(
+                    backbone=name,
+                    input="x".join(map(str, shape)),
+                    probe_mode=result.mode.value,
+                    probe_s=probe.median_ms / 1000,
+                    probe_iqr_s=probe.iqr_ms / 1000,
+                    torchinfo_s=info.median_ms / 1000,
+                    torchinfo_iqr_s=info.iqr_ms / 1000,
+                    forward_s=None if forward is None else forward.median_ms / 1000,
+                    forward_iqr_s=None if forward is None else forward.iqr_ms / 1000,
+                    speedup_vs_torchinfo=info.median_ms / probe.median_ms,
+                    speedup_low=info.p25_ms / probe.p75_ms,
+                    speedup_high=info.p75_ms / probe.p25_ms,
+                    flags=sorted({f for m in (probe, info, forward) if m is not None for f in m.flags}),
+                    samples=dict(probe=probe.samples, torchinfo=info.samples),
+                )
+            )
+            print(f"{name} {shape}: probe {probe.median_ms:.1f} ms, torchinfo {info.median_ms:.1f} ms", file=sys.stderr)
 
-    device_label = device_name(device)
-    table = Table(title=f"probe speed on {device_label} (torch {torch.__version__})", title_justify="left")
-    for column in (
-        "backbone",
-        "input",
-        "adaptkit.probe",
-        "torchinfo.summary",
-        "one real forward",
-        "probe vs torchinfo",
-    ):
+    def sec(value: float | None, iqr: float | None) -> str:
+        return "-" if value is None else f"{value:.3f} s ± {(iqr or 0) / 2:.3f}"
+
+    load = f"load {env.load_average[0]:.2f} on {env.cores} cores" if env.load_average else "load unknown"
+    table = Table(
+        title=f"probe speed on {env.device_name} ({env.threads} threads, {load}, torch {torch.__version__}); "
+        "median ± IQR/2",
+        title_justify="left",
+    )
+    for column in ("backbone", "input", "adaptkit.probe", "torchinfo.summary", "one real forward", "vs torchinfo"):
         table.add_column(column, justify="left" if column in ("backbone", "input") else "right")
     for r in rows:
-        table.add_row(r["backbone"], r["input"], f"{r['probe_s']:.3f} s ({r['probe_mode']})", f"{r['torchinfo_s']:.3f} s",
-                      f"{r['forward_s']:.3f} s", f"{r['speedup_vs_torchinfo']:.1f}x")  # fmt: skip
-    Console(width=140).print(table)
+        table.add_row(
+            r["backbone"],
+            r["input"],
+            f"{sec(r['probe_s'], r['probe_iqr_s'])} ({r['probe_mode']})",
+            sec(r["torchinfo_s"], r["torchinfo_iqr_s"]),
+            sec(r["forward_s"], r["forward_iqr_s"]),
+            f"{r['speedup_vs_torchinfo']:.1f}x ({r['speedup_low']:.1f}-{r['speedup_high']:.1f})"
+            + ("*" if r["flags"] else ""),
+        )
+    Console(width=160).print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"probe_speed-{slug(device_label)}.json"
-    path.write_text(
-        json.dumps(dict(device=device_label, torch=torch.__version__, repeat=args.repeat, rows=rows), indent=2)
-    )
+    path = args.out / f"probe_speed-cpu-{slug(env.device_name)}.json"
+    document = dict(environment=env.__dict__, torch=torch.__version__, budget_s=args.budget, rows=rows)
+    path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

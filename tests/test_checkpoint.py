@@ -140,7 +140,8 @@ def test_missing_keys_refused_and_model_untouched(tmp_path: Path) -> None:
     torch.save({"state_dict": partial}, path)
     model = sctnet_s()
     before = _snapshot(model)
-    n_spp = sum(k.startswith("spp.") for k in weights)
+    # a missing num_batches_tracked is no missing weight: torch starts it at 0
+    n_spp = sum(k.startswith("spp.") and not k.endswith("num_batches_tracked") for k in weights)
     with pytest.raises(CheckpointError, match=rf"no_spp\.pth does not fit SCTNet: {n_spp} missing, 0 unexpected"):
         load_checkpoint(model, path)
     assert _same(model.state_dict(), before)
@@ -152,20 +153,80 @@ def test_missing_keys_refused_and_model_untouched(tmp_path: Path) -> None:
     assert torch.equal(model.spp.shortcut[2].weight, before["spp.shortcut.2.weight"])
 
 
-def test_unexpected_keys_refused_unless_not_strict() -> None:
+def test_extra_keys_are_accepted_and_named_by_default_and_refused_when_strict() -> None:
     weights = _filled(Small(), seed=8)
     state = {**weights, "extra.weight": torch.zeros(3)}
     model = Small()
-    with pytest.raises(CheckpointError, match=r"0 missing, 1 unexpected, 0 shape-mismatched"):
-        load_checkpoint(model, state)
-    report = load_checkpoint(model, state, strict=False)
+    report = load_checkpoint(model, state)
     assert report.unexpected == ("extra.weight",) and not report.complete
     assert _same(model.state_dict(), weights)
+    with pytest.raises(CheckpointError, match=r"0 missing, 1 unexpected, 0 shape-mismatched.*unexpected: extra.weight"):
+        load_checkpoint(Small(), state, strict=True)
+
+
+def test_a_classifier_checkpoint_loads_into_its_features_backbone() -> None:
+    """A classifier's fc.* keys are extras: reported, never a reason to refuse or to allow missing weights."""
+    classifier = nn.Sequential()
+    classifier.add_module("body", Small())
+    state = {**_filled(Small(), seed=9), "head.fc.weight": torch.zeros(10, 4), "head.fc.bias": torch.zeros(10)}
+    report = load_checkpoint(Small(), state)
+    assert set(report.unexpected) == {"head.fc.weight", "head.fc.bias"} and report.missing == ()
+
+
+def test_missing_weights_are_refused_and_named() -> None:
+    weights = _filled(Small(), seed=10)
+    del weights["conv.weight"]
+    with pytest.raises(CheckpointError, match=r"1 missing, .*missing: conv.weight"):
+        load_checkpoint(Small(), weights)
+
+
+def test_a_missing_num_batches_tracked_is_not_a_missing_weight() -> None:
+    weights = {k: v for k, v in _filled(Small(), seed=11).items() if not k.endswith("num_batches_tracked")}
+    model = Small()
+    report = load_checkpoint(model, weights)
+    assert report.missing == () and torch.equal(model.conv.weight, weights["conv.weight"])
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda t: t.to(torch.complex64), "complex64 for float32"),
+        (lambda t: t > 0, "bool for float32"),
+        (lambda t: t.to(torch.int64), "int64 for float32"),
+        (lambda t: t.to_sparse(), "sparse_coo float32"),
+        (lambda t: torch.empty_like(t, device="meta"), "meta float32"),
+    ],
+)
+def test_odd_tensors_are_refused_before_anything_loads(tmp_path: Path, make, words) -> None:
+    weights = _filled(Small(), seed=12)
+    weights["conv.weight"] = make(weights["conv.weight"])
+    model = Small()
+    before = _snapshot(model)
+    with pytest.raises(CheckpointError, match=rf"conv.weight \({words}"):
+        load_checkpoint(model, weights, allow_partial=True)
+    assert _same(model.state_dict(), before)
+    if words.startswith("meta"):
+        return  # a meta tensor cannot be saved with its data
+    path = tmp_path / "odd.pth"
+    torch.save(weights, path)
+    with pytest.raises(CheckpointError, match="conv.weight"):
+        load_checkpoint(Small(), path)
+
+
+def test_a_raw_pickle_says_one_line_and_no_warning(tmp_path: Path, recwarn) -> None:
+    import pickle
+
+    path = tmp_path / "raw.pth"
+    path.write_bytes(pickle.dumps({"conv.weight": [1, 2, 3]}))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(Small(), path)
+    assert "\n" not in str(info.value)
+    assert not [w for w in recwarn if "torch" in str(w.filename)]
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.pth"
-    with pytest.raises(CheckpointError, match=r"checkpoint file not found: .*nope\.pth"):
+    with pytest.raises(CheckpointError, match=r"checkpoint .*nope\.pth. does not exist"):
         load_checkpoint(Small(), path)
 
 
@@ -251,7 +312,7 @@ def test_match_keys_prefers_identity_and_handles_no_overlap() -> None:
 def test_no_overlap_at_all_is_refused() -> None:
     model = Small()
     before = _snapshot(model)
-    with pytest.raises(CheckpointError, match=r"9 missing, 1 unexpected, 0 shape-mismatched keys \(0 would load\)"):
+    with pytest.raises(CheckpointError, match=r"8 missing, 1 unexpected, 0 shape-mismatched keys \(0 would load\)"):
         load_checkpoint(model, {"something.else": torch.zeros(2)})
     assert _same(model.state_dict(), before)
 

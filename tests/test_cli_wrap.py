@@ -154,7 +154,7 @@ def test_wrap_checkpoint_without_tensors_is_one_line(tmp_path, run_cli):
         (["plan", "sctnet-s", "--target", "mmpose::no/such.py"], "not in the installed mmpose"),
         (["plan", "sctnet-s", "--target", "32@4", "--arg", "source=1"], "unexpected keyword argument 'source'"),
         (["plan", "sctnet-s", "--target", "32@4", "--arg", "x={[1]: 2}"], "not a Python literal"),
-        (["wrap", "sctnet-s", "--target", HRNET, "--out", "."], "is a directory"),
+        (["wrap", "sctnet-s", "--target", HRNET, "--out", "."], "is a folder"),
         (["wrap", HRNET, "--target", HRNET, "--out", "x.py"], "needs a backbone SOURCE"),
     ],
 )

@@ -11,18 +11,26 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from adaptkit.errors import AdaptkitError
+from adaptkit.errors import AdaptkitError, Terminated
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("probe", "plan", "wrap", "bench", "doctor", "port")
+_COMMANDS = ("probe", "plan", "wrap", "smoke", "bench", "doctor", "port")
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line (and exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {_printable(message)} (see '{self.prog} --help')\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        # `--opt=--`: the value is the string "--"; argparse would drop it and hand over an empty list
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,18 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable(text: str) -> str:
+    """Undecodable bytes of file names (surrogates) escaped, so printing never fails."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    line = " ".join(_printable(message).split())
+    try:
+        print(f"adaptkit {command}: {line}", file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed: the exit code still tells
+        pass
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except AdaptkitError as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"adaptkit {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(args.command, f"error: {str(exc) or type(exc).__name__}", 2)
+    except SystemExit as exc:  # only user code exits from inside a command (argparse is done)
+        return _fail(args.command, f"error: user code called sys.exit({exc.code!r}); it must not exit", 2)
     except KeyboardInterrupt:
-        print(f"adaptkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args.command, "interrupted", 130)
+    except Terminated as exc:
+        return _fail(args.command, "terminated", 128 + exc.signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

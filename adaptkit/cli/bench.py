@@ -1,27 +1,28 @@
 """``adaptkit bench [SOURCE]``: naive vs planned vs fused adapters and the whole estimator, side by side.
 
-Renders what ``adaptkit.benchmarking`` measures: a progress bar while it
-runs, then one table per target and the summary figures, and writes the
-JSON result (named after the device) and a latency-vs-batch plot.
+Renders what ``adaptkit.bench`` measures: a progress bar over the cells with
+the time left, then one table per target (median, IQR, samples; flagged
+cells marked) and the summary figures, and writes the JSON result (named
+after the device) and the plot. ``--strict`` exits 3 when a cell is flagged.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from adaptkit.cli._common import stdout_console
 
 if TYPE_CHECKING:
-    from adaptkit.bench.benchmarking import BenchResult, Summary
+    from adaptkit.bench import BenchResult, Summary
 
 DEFAULT_OUT_DIR = "benchmarks/results"
+FLAGGED_EXIT = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time naive, planned and fused adapters and the whole estimator",
         description=(
             "Time the adapter the naive way, as planned, and fused, plus the whole estimator, at each batch size "
-            "and input size. On two CPU cores the default run takes 6 to 10 minutes (a call slower than --budget, "
-            "such as the whole estimator at batch 32 and 640x640, is timed once after one warm-up); --quick (about "
-            "3 minutes) times the whole estimator only at the smallest batch and input and makes at most 3 timed runs."
+            "and input size. Each cell is timed in blocks until its interquartile range is under --threshold of "
+            "its median (at least 4 blocks) or --budget is spent; a cell whose spread stays high, or a run started "
+            "on a machine loaded above its core count, is flagged (*). --quick times batches 1 and 8 at 256x192 "
+            "(about 40 s on two CPU cores); the default run takes about 10 minutes there."
         ),
     )
     parser.add_argument(
@@ -43,40 +45,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="targets",
         action="append",
         metavar="CONFIG",
-        help="hrnet, crowdpose, a config file or mmpose::path.py (repeatable; default: hrnet and crowdpose)",
+        help="hrnet, crowdpose, a config file or mmpose::path.py (repeatable; default: every stock target)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+    parser.add_argument("--batch", dest="batches", metavar="LIST", help="batch sizes (default 1,8,32; 1,8 quick)")
     parser.add_argument(
-        "--batch", dest="batches", default="1,8,32", metavar="LIST", help="batch sizes (default 1,8,32)"
+        "--input", dest="inputs", metavar="LIST", help="HxW input sizes (default 256x192,640x640; 256x192 quick)"
     )
     parser.add_argument(
-        "--input",
-        dest="inputs",
-        default="256x192,640x640",
-        metavar="LIST",
-        help="HxW input sizes (default 256x192,640x640)",
-    )
-    parser.add_argument(
-        "--repeat", type=int, metavar="N", help="timed runs per measurement (default 10; 3 with --quick)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, metavar="N", help="warm-up runs per measurement (default 2; 1 with --quick)"
+        "--threshold",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="stop a cell once its IQR is under this fraction of its median; flag it above (default 0.1)",
     )
     parser.add_argument(
         "--budget",
         dest="budget_s",
         type=float,
         metavar="SECONDS",
-        help="stop repeating a measurement once this is spent, after one timed run (default 2; 0.5 with --quick)",
+        help="time per cell before giving up on the threshold, after 4 blocks (default 2; 0.5 with --quick)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--dtype", default="fp32", help="fp32, or autocast fp16 (CUDA) / bf16")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs (CUDA only)")
     parser.add_argument("--channels-last", action="store_true", help="fuse with channels_last weights and inputs")
     parser.add_argument("--no-estimator", action="store_true", help="skip the whole-estimator measurements")
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer runs; the whole estimator only at the smallest sizes"
-    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, 0.5 s per cell, the estimator at batch 1")
+    parser.add_argument("--strict", action="store_true", help=f"exit {FLAGGED_EXIT} when any cell is flagged")
     parser.add_argument(
         "--out-dir",
         default=DEFAULT_OUT_DIR,
@@ -107,7 +103,15 @@ def _pct(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptkit.bench.benchmarking import make_request, result_filename, run_bench, summarize, write_json, write_plot
+    from adaptkit.bench import (
+        check_out_dir,
+        make_request,
+        result_filename,
+        run_bench,
+        summarize,
+        write_json,
+        write_plot,
+    )
 
     request = make_request(
         args.source,
@@ -115,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batches=args.batches,
         inputs=args.inputs,
-        repeat=args.repeat,
-        warmup=args.warmup,
+        threshold=args.threshold,
         budget_s=args.budget_s,
         precision=args.dtype,
         cuda_graphs=args.cuda_graphs,
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         threads=args.threads,
     )
+    out_dir = check_out_dir(args.out_dir)
     console = stdout_console()
     progress_console = Console(stderr=True)
     with Progress(
@@ -132,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=progress_console,
         transient=True,
         disable=not progress_console.is_terminal,  # nothing on a piped stderr: errors stay one line
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(request, progress=progress)
 
     env = result.environment
-    load = f", load {env.load_average[0]:.2f}" if env.load_average else ""
+    load = f", load {env.load_average[0]:.2f} on {env.cores} cores" if env.load_average else ""
     console.print(
         f"{request.source} on {env.device_name} ({env.device}, {env.threads} threads{load}, torch {env.torch_version}, "
         f"{request.precision.value}), {result.seconds:.0f} s"
@@ -155,13 +161,22 @@ def run(args: argparse.Namespace) -> int:
         )
     _render_measurements(console, result)
     _render_summary(console, summarize(result.measurements))
+    for note in result.notes:
+        console.print(f"note: {note}")
 
-    out_dir = Path(args.out_dir)
     json_path = write_json(result, out_dir / result_filename(env))
     console.print(f"wrote {json_path}")
     if not args.no_plot:
         png_path = write_plot(result, json_path.with_suffix(".png"))
         console.print(f"wrote {png_path}")
+    flagged = [m for m in result.measurements if m.flags]
+    if flagged:
+        console.print(
+            f"{len(flagged)} of {len(result.measurements)} cells flagged (*): their figures are not to be trusted"
+            + (f"; exit {FLAGGED_EXIT} (--strict)" if args.strict else "")
+        )
+        if args.strict:
+            return FLAGGED_EXIT
     return 0
 
 
@@ -173,11 +188,13 @@ def _render_measurements(console: Console, result: BenchResult) -> None:
             ("input", "left"),
             ("batch", "right"),
             ("variant", "left"),
-            ("p50 ms", "right"),
-            ("p90 ms", "right"),
+            ("median ms", "right"),
+            ("IQR ms", "right"),
+            ("ms/img", "right"),
             ("img/s", "right"),
             ("memory", "right"),
-            ("runs", "right"),
+            ("samples", "right"),
+            ("flag", "left"),
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for m in result.measurements:
@@ -187,18 +204,20 @@ def _render_measurements(console: Console, result: BenchResult) -> None:
                 f"{m.input_hw[0]}x{m.input_hw[1]}",
                 str(m.batch),
                 m.variant,
-                _ms(m.p50_ms),
-                _ms(m.p90_ms),
+                _ms(m.median_ms) + ("*" if m.flags else ""),
+                _ms(m.iqr_ms),
+                _ms(m.per_image_ms),
                 "-" if math.isnan(m.throughput) else f"{m.throughput:,.0f}",
                 _bytes(m.memory_bytes),
-                str(len(m.times_ms)) + (f" ({m.note})" if m.note else ""),
+                f"{m.samples}x{m.calls_per_sample}",
+                "; ".join(m.flags) + (f" ({m.note})" if m.note else ""),
             )
         console.print(table)
 
 
 def _render_summary(console: Console, summaries: tuple[Summary, ...]) -> None:
     table = Table(
-        title="fused vs planned (neck + head), and the adapter's share of end-to-end time",
+        title="fused vs planned (neck + head; range from the quartiles), and the adapter's share of end-to-end time",
         title_justify="left",
     )
     for column in (
@@ -208,6 +227,7 @@ def _render_summary(console: Console, summaries: tuple[Summary, ...]) -> None:
         "planned ms",
         "fused ms",
         "speed-up",
+        "range",
         "vs naive",
         "share planned",
         "share fused",
@@ -220,7 +240,8 @@ def _render_summary(console: Console, summaries: tuple[Summary, ...]) -> None:
             str(s.batch),
             _ms(s.planned_ms),
             _ms(s.fused_ms),
-            f"{s.fused_speedup:.2f}x",
+            f"{s.fused_speedup:.2f}x" + ("*" if s.flagged else ""),
+            f"{s.fused_speedup_low:.2f}-{s.fused_speedup_high:.2f}x",
             "-" if s.naive_speedup is None else f"{s.naive_speedup:.2f}x",
             _pct(s.share_planned),
             _pct(s.share_fused),

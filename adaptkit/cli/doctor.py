@@ -102,7 +102,7 @@ def render_report(report: DoctorReport, *, as_json: bool = False) -> int:
     if as_json:
         print_json(_doctor_document(report))
         return 1 if report.broken else 0
-    console = stdout_console()
+    console = stdout_console(markup=True)  # its own labels are markup; user text is escaped
     table = Table(title="adaptkit doctor", title_justify="left")
     table.add_column("package")
     table.add_column("version")

@@ -9,17 +9,20 @@ from rich.table import Table
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, print_json, stdout_console
 from adaptkit.core.units import format_count, format_shape, format_stride
 
+#: the probe shape for a bare CHANNELS@STRIDE target, which has no input size of its own
+SPEC_INPUT_DEFAULT = "2x3x640x640"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plan", help="plan the adapter from a backbone to a head")
     add_source_arguments(parser, input_default=None)
+    add_plan_arguments(parser)
     parser.add_argument(
         "--input",
         dest="input_shape",
         metavar="BxCxHxW",
-        help="dummy input shape (default: a config target's input size at batch 2, else 2x3x640x640)",
+        help=f"probe shape (default: a config target's input size at batch 2, else {SPEC_INPUT_DEFAULT})",
     )
-    add_plan_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(run=run)
 
@@ -48,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from adaptkit.core.targets import probe_shape
     from adaptkit.sources import resolve_source
 
-    input_shape = parse_input_shape(args.input_shape) if args.input_shape is not None else None
+    given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
     target = parse_target(args.target)
-    if input_shape is None:
-        input_shape = parse_input_shape(
-            probe_shape(target, batch=DEFAULT_PROBE_BATCH) if target.input_size is not None else "2x3x640x640"
-        )
+    if given is None:  # the same default as wrap and adaptkit.plan: the codec's size, batch 2
+        default = probe_shape(target, None, batch=DEFAULT_PROBE_BATCH) if target.input_size else SPEC_INPUT_DEFAULT
+        given = parse_input_shape(default)
+    input_shape = given
     model = resolve_source(args.source, **parse_kwargs(args.kwargs))
     result = probe(model, input_shape)
     adapter_plan = plan(result, target, select=args.select, strategy=args.strategy)

@@ -47,13 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptkit.errors import PlanError
+    from adaptkit.errors import OptionError
     from adaptkit.mm.fragments import DistillRequest, wrap_config
 
     distill = None
-    if args.distill or args.distill_checkpoint:
+    if args.distill or args.distill_checkpoint or args.distill_from:
         if not (args.distill and args.distill_checkpoint):
-            raise PlanError("--distill TEACHER_CONFIG and --distill-checkpoint FILE go together")
+            raise OptionError(
+                "--distill TEACHER_CONFIG and --distill-checkpoint FILE go together (--distill-from needs both)"
+            )
         distill = DistillRequest(args.distill, args.distill_checkpoint, args.distill_from, weight=args.distill_weight)
 
     result = wrap_config(

@@ -4,21 +4,21 @@ The fragment inherits the stock config by package scope
 (``_base_ = ['mmpose::...']``), imports adaptkit's modules through
 ``custom_imports``, replaces ``model.backbone``, sets ``model.neck`` to the
 adapter and keeps (or, for the adapt-head strategy, re-sizes) the head.
-Files are written atomically and never over an existing file unless asked.
+Files are written through ``adaptkit.core.files`` (atomically, created
+exclusively, never over an existing file unless asked).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaptkit.core.building import adapter_config
+from adaptkit.core.files import check_destination, write_atomic
 from adaptkit.core.records import AdapterPlan, Strategy
-from adaptkit.errors import EmitError
 
 __all__ = ["PLUGIN_MODULE", "FragmentRequest", "fragment_text", "check_destination", "write_atomic", "format_value"]
 
@@ -150,29 +150,3 @@ def base_reference(config: str, out: Path) -> str:
         return os.path.relpath(path, out.resolve().parent)
     except ValueError:  # another drive
         return str(path)
-
-
-def check_destination(path: Path, force: bool = False) -> Path:
-    """The folder ``path`` will be written in; EmitError when it cannot be (a directory, exists, no folder)."""
-    if path.is_dir():
-        raise EmitError(f"{str(path)!r} is a directory; give a file name such as fragment.py")
-    if path.exists() and not force:
-        raise EmitError(f"{str(path)!r} exists; pass --force to overwrite it")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise EmitError(f"folder {str(folder)!r} does not exist; create it first")
-    return folder
-
-
-def write_atomic(path: Path, text: str, force: bool = False) -> None:
-    """Write ``text`` to ``path`` in one step; refuse an existing file unless ``force``."""
-    path = Path(path)
-    folder = check_destination(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -40,7 +40,7 @@ class _Summarize(nn.Module):
                 self.model,
                 input_data=[x],
                 depth=1_000,
-                mode="train" if self.model.training else "eval",  # flags are restored by model_preserved
+                mode="train" if self.model.training else "eval",  # flags are restored by preserve.model_preserved
                 verbose=0,
                 col_names=("output_size", "num_params"),
             )
@@ -63,7 +63,7 @@ def layer_rows(
     swapped = {f"model.{name}": tensor for name, tensor in tensors.items()}
     with torch.no_grad():
         try:
-            functional_call(wrapper, swapped, (x,))
+            functional_call(wrapper, swapped, (x,), tie_weights=False)
         finally:
             _forget_torchinfo_cache(model)
     rows = []

@@ -44,8 +44,13 @@ def _log_distance(feature: FeatureSpec, stride: Stride) -> float:
 
 
 def candidates(result: ProbeResult) -> list[FeatureSpec]:
-    """The features a head input may come from: maps, never the input passthrough or a repeat."""
-    return [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None]
+    """The features a head input may come from: real floating maps, never the input passthrough or a repeat."""
+    return [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None and _real_floating(f)]
+
+
+def _real_floating(feature: FeatureSpec) -> bool:
+    """float16/32/64 or bfloat16: what a 1x1 conv and a bilinear resize take (not int64, bool or complex)."""
+    return feature.dtype.startswith(("float", "bfloat"))
 
 
 def _selected(result: ProbeResult, select: str) -> FeatureSpec:
@@ -58,6 +63,11 @@ def _selected(result: ProbeResult, select: str) -> FeatureSpec:
     if not feature.is_spatial:
         raise PlanError(
             f"--select {select!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
+        )
+    if not _real_floating(feature):
+        raise PlanError(
+            f"--select {select!r} is a {feature.dtype} tensor; an adapter's convolution and resize need "
+            "real floating-point features"
         )
     return feature
 
@@ -83,7 +93,13 @@ def choose_feature(
         return _selected(result, select), f"selected by the user ({select!r})"
     maps = candidates(result)
     if not maps:
-        kinds = ", ".join(f"{f.path or '<tensor>'} {list(f.shape)}" for f in result.features) or "nothing"
+        kinds = (
+            ", ".join(
+                f"{f.path or '<tensor>'} {list(f.shape)}" + ("" if _real_floating(f) else f" {f.dtype}")
+                for f in result.features
+            )
+            or "nothing"
+        )
         raise PlanError(
             f"the backbone returns no feature map adaptkit can adapt (it returns {kinds}); "
             "return an NCHW, NHWC or token (NLC) feature, e.g. with features_only=True"

@@ -23,13 +23,14 @@ tensor it returns (``FeatureSpec``). Why each choice:
   ``(h + 64, w + 128)``: sizes congruent modulo 64 round every power-of-two
   stride up to 64 the same way, so the shapes measured there extrapolate
   exactly to the requested size (they are reported at the requested size).
-* The model is left as it was found: its parameters and buffers are never
-  written (meta tensors or buffer clones are swapped in and swapped back by
-  ``functional_call``), every module's training flag and every plain tensor
-  attribute are restored in ``finally``, and the forward runs under
-  ``torch.no_grad`` inside ``torch.random.fork_rng``, so dropout does not
-  advance the global generators. The model keeps its own mode for the
-  trace: train-only output structures are probed as they are.
+* The model is left as it was found (``adaptkit.core.preserve``): meta
+  tensors, or clones in the real fallback, are swapped in for every
+  parameter and buffer under every alias name, so the model's own tensors
+  are never read for values or written; every module's attributes, the
+  dicts and lists among them (caches), lazy modules, plain tensor attributes
+  and the torch, Python and NumPy generators are restored in ``finally``;
+  the forward runs under ``torch.no_grad``. The model keeps its own mode for
+  the trace: train-only output structures are probed as they are.
 * A genuine crash (the real forward fails too) raises ``ProbeError`` naming
   the innermost module of the model on the failing call stack.
 
@@ -60,11 +61,11 @@ from torch.overrides import TorchFunctionMode
 
 from adaptkit.core.layers import layer_rows
 from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
-from adaptkit.core.preserve import model_preserved
+from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
 from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shapes import parse_input_shape
 from adaptkit.core.tree import iter_tensors
-from adaptkit.errors import InputShapeError, OptionError, ProbeError
+from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
 
 __all__ = ["probe", "TraceMode", "DEFAULT_REAL_SIZE"]
 
@@ -120,6 +121,10 @@ def probe(
     second = _check_size(second_size) if second_size is not None else None
     if isinstance(real_fallback_size, bool) or not isinstance(real_fallback_size, int) or real_fallback_size < 16:
         raise OptionError(f"real_fallback_size must be an integer of at least 16, got {real_fallback_size!r}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ProbeError(
+            "a TorchScript module cannot be probed (its tensors cannot be swapped); probe the eager nn.Module it was scripted from"
+        )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
     names = _module_names(model)
@@ -138,7 +143,7 @@ def probe(
         features=features,
         input_shape=shape,
         mode=used_mode,
-        params=sum(p.numel() for p in model.parameters()),
+        params=count_parameters(model),
         seconds=time.perf_counter() - started,
         fallback_reason=reason,
         layers=rows,
@@ -240,7 +245,7 @@ class _ShapeOnlyNorms(TorchFunctionMode):
         check = _NORM_CHECKS.get(func)
         if check is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             check(*args, **kwargs)
-            return torch.empty_like(args[0])
+            return _meta_like(args[0])
         rule = _SHAPE_RULES.get(func)
         if rule is not None:
             answer = rule(*args, **kwargs)
@@ -278,6 +283,11 @@ _NORM_CHECKS: dict[Callable[..., Any], Callable[..., None]] = {
 
 
 # ---------------------------------------------------------------------------- probe speed
+
+
+def _meta_like(x: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like`` for a meta tensor, without its Python reference path (~25x slower per call)."""
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
 
 
 _RESIZE_MODES = frozenset({"nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear"})
@@ -324,7 +334,7 @@ def _meta_interpolate(
         out = [int(side * float(v)) for side, v in zip(input.shape[2:], values, strict=True)]
         if min(out) < 1:
             return None
-    return input.new_empty((*input.shape[:2], *out))
+    return torch.empty((*input.shape[:2], *out), dtype=input.dtype, device="meta")
 
 
 def _meta_same_shape(input: Any, *args: Any, inplace: bool = False, **kwargs: Any) -> torch.Tensor | None:
@@ -335,7 +345,22 @@ def _meta_same_shape(input: Any, *args: Any, inplace: bool = False, **kwargs: An
     if any(isinstance(v, str) and v not in ("none", "tanh") for v in options):  # F.gelu's approximate
         return None
     inplace = inplace or any(v is True for v in args)  # F.relu(x, True)
-    return input if inplace else torch.empty_like(input)
+    return input if inplace else _meta_like(input)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """torch's broadcasting rule (``torch.broadcast_shapes`` is a Python reference, ~50x slower)."""
+    if len(a) < len(b):
+        a, b = b, a
+    b = (1,) * (len(a) - len(b)) + b
+    out = []
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(
+                f"The size of tensor a ({x}) must match the size of tensor b ({y}) at non-singleton dimension {i}"
+            )
+        out.append(y if x == 1 else x)
+    return tuple(out)
 
 
 def _meta_binary(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
@@ -345,7 +370,7 @@ def _meta_binary(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Ten
     if isinstance(other, torch.Tensor):
         if not other.is_meta:
             return None
-        shape = torch.broadcast_shapes(input.shape, other.shape)  # RuntimeError as torch raises it
+        shape = _broadcast(tuple(input.shape), tuple(other.shape))
     elif isinstance(other, (int, float)) and not isinstance(other, bool):
         shape = input.shape
     else:
@@ -392,7 +417,7 @@ def _meta_conv2d(
     out = [(input.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1 for i in range(2)]
     if min(out) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
         return None
-    return input.new_empty((input.shape[0], weight.shape[0], out[0], out[1]))
+    return torch.empty((input.shape[0], weight.shape[0], out[0], out[1]), dtype=input.dtype, device="meta")
 
 
 _SHAPE_RULES: dict[Callable[..., Any], Callable[..., torch.Tensor | None]] = {
@@ -439,36 +464,60 @@ def _meta_forward_two(
     """The meta forward at the requested size, then at the second size (None when that one fails)."""
     x1 = torch.empty(shape, dtype=dtype, device="meta")
     x2 = torch.empty(shape2, dtype=dtype, device="meta")
+    tensors = _meta_tensors(model, prefix="model.")  # outside the mode: no dispatch for each twin
     with torch.no_grad(), _ShapeOnlyNorms():
-        return functional_call(_TwoTraces(model), _meta_tensors(model, prefix="model."), (x1, x2))  # type: ignore[no-any-return]
+        return _call(_TwoTraces(model), tensors, x1, x2)  # type: ignore[no-any-return]
 
 
 def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
     with torch.no_grad(), _ShapeOnlyNorms():
-        output = functional_call(model, _meta_tensors(model), (x,))
+        output = _call(model, _meta_tensors(model), x)
     return _leaves(output, x)
 
 
 def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
-    """A real forward; buffers are clones, so running statistics stay untouched."""
+    """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
-        output = functional_call(model, buffers, (x,))
+        output = _call(model, _real_tensors(model), x)
     return _leaves(output, x)
 
 
+class _UserExit(RuntimeError):
+    """The backbone's forward called ``sys.exit`` (or raised another BaseException): a crash like any other."""
+
+
+def _call(model: nn.Module, tensors: dict[str, torch.Tensor], *args: torch.Tensor) -> Any:
+    """``functional_call`` with every alias swapped; ``sys.exit`` in the forward becomes an ordinary error."""
+    try:
+        return functional_call(model, tensors, args, tie_weights=False)
+    except Exception:
+        raise
+    except BaseException as exc:
+        if not is_user_failure(exc):
+            raise
+        what = describe_failure(exc)
+        raise _UserExit(f"the forward {what[3:] if what.startswith('it ') else 'raised ' + what}") from exc
+
+
 def _meta_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        meta = torch.empty_like(tensor, device="meta")
-        if tensor.requires_grad and meta.is_floating_point():
-            meta.requires_grad_(True)
-        tensors[prefix + name] = meta
-    return tensors
+    """A meta twin of every parameter and buffer, under every alias name (see ``adaptkit.core.preserve``)."""
+
+    def meta(tensor: torch.Tensor) -> torch.Tensor:
+        twin = torch.empty_like(tensor, device="meta")
+        if tensor.requires_grad and twin.is_floating_point():
+            twin.requires_grad_(True)
+        return twin
+
+    return swapped(model, meta, prefix=prefix)
+
+
+def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A clone of every parameter and buffer, under every alias name: the forward may write them."""
+    return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
 
 
 def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:
@@ -536,17 +585,22 @@ def _with_size(shape: Shape, size: Size) -> Shape:
 def _real_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except (RuntimeError, TypeError):
             raise OptionError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    for tensor in (*model.parameters(), *model.buffers()):
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise OptionError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise OptionError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return chosen
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.device.type != "meta":
             return tensor.device
     return torch.device("cpu")
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in initialised((*model.parameters(), *model.buffers())):
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.get_default_dtype()
@@ -642,7 +696,7 @@ def _layers(
         tensors = _meta_tensors(model)
     else:
         x = torch.randn(shape, generator=torch.Generator(device=device).manual_seed(0), dtype=dtype, device=device)
-        tensors = {name: b.clone() for name, b in model.named_buffers()}
+        tensors = _real_tensors(model)
     try:
         return layer_rows(model, x, tensors, names)
     except Exception as exc:  # noqa: BLE001 - any failure names the module that crashed

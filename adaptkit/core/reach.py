@@ -15,7 +15,9 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from adaptkit.core.preserve import model_preserved, swapped
 from adaptkit.core.tree import select
+from adaptkit.errors import is_user_failure
 
 __all__ = ["unreached_parameters"]
 
@@ -27,15 +29,25 @@ def unreached_parameters(model: nn.Module, input_shape: Sequence[int], paths: Se
     backward from the sum of the read outputs. Returns None when the meta
     trace cannot run; then nothing is known.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    meta = {n: torch.empty_like(p, device="meta").requires_grad_(True) for n, p in params.items()}
-    meta.update({n: torch.empty_like(b, device="meta") for n, b in model.named_buffers()})
+    twins: dict[int, torch.Tensor] = {}
+
+    def meta(tensor: torch.Tensor) -> torch.Tensor:
+        twin = torch.empty_like(tensor, device="meta")
+        if tensor.requires_grad and twin.is_floating_point():
+            twin.requires_grad_(True)
+        twins[id(tensor)] = twin
+        return twin
+
+    tensors = swapped(model, meta)  # every alias name: a reused submodule is never left on meta
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) in twins}
     x = torch.empty(tuple(input_shape), device="meta")
     try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            output = functional_call(model, meta, (x,), strict=False)
+        with model_preserved(model), torch.enable_grad():
+            output = functional_call(model, tensors, (x,), strict=False, tie_weights=False)
             read = torch.stack([select(output, path).sum() for path in dict.fromkeys(paths)]).sum()
-            grads = torch.autograd.grad(read, [meta[n] for n in params], allow_unused=True)
-    except Exception:  # the meta trace is a best effort; the probe reports real failures
+            grads = torch.autograd.grad(read, [twins[id(p)] for p in params.values()], allow_unused=True)
+    except BaseException as exc:  # the meta trace is a best effort; the probe reports real failures
+        if not is_user_failure(exc):
+            raise
         return None
     return tuple(n for n, g in zip(params, grads, strict=True) if g is None)

@@ -7,12 +7,14 @@ OpenMMLab integration and lives in ``adaptkit.mm.targets``;
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from adaptkit.core.records import InputSpec, Layout, TargetSpec, parse_enum
+from adaptkit.core.shapes import check_channels, check_stride, short_repr
 from adaptkit.errors import TargetError
 
 __all__ = ["parse_spec_target", "is_spec", "target_from_spec", "target_from_dict", "exact", "probe_shape"]
@@ -57,7 +59,7 @@ def parse_spec_target(target: Any) -> TargetSpec:
     if isinstance(target, str) and is_spec(target):
         return target_from_spec(target.strip())
     raise TargetError(
-        f"cannot read target {target!r}; write CHANNELS@STRIDE (e.g. 32@4, or 32@4,64@8 for a head that reads "
+        f"cannot read target {short_repr(target)}; write CHANNELS@STRIDE (e.g. 32@4, or 32@4,64@8 for a head that reads "
         "two maps), a config file, or mmpose::path/to/config.py"
     )
 
@@ -65,14 +67,23 @@ def parse_spec_target(target: Any) -> TargetSpec:
 def _input_from_spec(text: str, whole: str) -> InputSpec:
     match = _SPEC.match(text)
     if not match:
-        raise TargetError(f"target spec {whole!r} is not CHANNELS@STRIDE, e.g. 32@4 or 32@4,64@8")
-    channels = int(match.group(1))
-    sh = exact(float(match.group(2)))
-    sw = exact(float(match.group(3))) if match.group(3) else sh
+        raise TargetError(f"target spec {short_repr(whole)} is not CHANNELS@STRIDE, e.g. 32@4 or 32@4,64@8")
+    prefix = f"target spec {short_repr(whole)}: "
+    channels = check_channels(_number(match.group(1), int), TargetError, prefix)
+    sh = check_stride(_number(match.group(2), float), TargetError, prefix)
+    sw = check_stride(_number(match.group(3), float), TargetError, prefix) if match.group(3) else sh
     try:
         return InputSpec(channels=channels, stride=(sh, sw), layout=Layout.NCHW)
     except ValueError as exc:
-        raise TargetError(f"target spec {whole!r}: {exc}") from None
+        raise TargetError(f"{prefix}{exc}") from None
+
+
+def _number(text: str, kind: type) -> int | float:
+    """A spec's digits as a number; a huge one as inf (never a 5000-digit int, which str() refuses)."""
+    whole = text.split(".")[0].lstrip("0")
+    if len(whole) > 18:
+        return math.inf if kind is float else 1 << 64
+    return kind(text)  # type: ignore[no-any-return]
 
 
 def target_from_spec(text: str) -> TargetSpec:
@@ -85,11 +96,14 @@ def target_from_spec(text: str) -> TargetSpec:
 def _stride(value: Any) -> Any:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (exact(value), exact(value))
     if isinstance(value, (str, bytes)):
-        raise ValueError(f"stride must be a number or (height, width), got the string {value!r}")
-    return tuple(exact(float(s)) for s in value)
+        raise TargetError(
+            f"cannot read target: stride must be a number or (height, width), got the string {short_repr(value)}"
+        )
+    if not isinstance(value, (list, tuple)):
+        one = check_stride(value, TargetError)
+        return (one, one)
+    return tuple(check_stride(s, TargetError) for s in value)
 
 
 def _input_from_dict(data: Mapping[str, Any]) -> InputSpec:
@@ -100,7 +114,7 @@ def _input_from_dict(data: Mapping[str, Any]) -> InputSpec:
     if "channels" not in data or "stride" not in data:
         raise ValueError("an input needs its channels and its stride (None: the head pools it)")
     return InputSpec(
-        channels=data["channels"],
+        channels=check_channels(data["channels"], TargetError),
         stride=_stride(data.get("stride")),
         layout=parse_enum(Layout, data.get("layout", "NCHW"), "layout"),
     )
@@ -120,7 +134,7 @@ def target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
                 raise ValueError("give either inputs or channels/stride/layout, not both")
             raw = values["inputs"]
             if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple)):
-                raise ValueError(f"inputs must be a list of dicts, got {raw!r}")
+                raise ValueError(f"inputs must be a list of dicts, got {short_repr(raw)}")
             values["inputs"] = tuple(i if isinstance(i, InputSpec) else _input_from_dict(i) for i in raw)
         else:
             values["inputs"] = (_input_from_dict({k: data[k] for k in per_input if k in data}),)
@@ -128,5 +142,7 @@ def target_from_dict(data: Mapping[str, Any]) -> TargetSpec:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return TargetSpec(**values)
+    except TargetError:
+        raise
     except (TypeError, ValueError) as exc:
-        raise TargetError(f"cannot read target {dict(data)!r}: {exc}") from None
+        raise TargetError(f"cannot read target {short_repr(dict(data))}: {exc}") from None

@@ -57,17 +57,17 @@ def check_weight(value: Any, what: str = "auxiliary loss weight", error: type[Ad
     return weight
 
 
-def check_aux_path(result: ProbeResult, path: str) -> None:
+def check_aux_path(result: ProbeResult, path: str, option: str = "--aux") -> None:
     """PlanError unless ``path`` names a feature map the backbone returns (not the input passed through)."""
     try:
         feature = result.feature(path)
     except KeyError as exc:
-        raise PlanError(f"--aux: {exc.args[0]}") from None
+        raise PlanError(f"{option}: {exc.args[0]}") from None
     if feature.is_input:
-        raise PlanError(f"--aux {path!r} names the input image passed through, not a feature; pick another path")
+        raise PlanError(f"{option} {path!r} names the input image passed through, not a feature; pick another path")
     if not feature.is_spatial:
         raise PlanError(
-            f"--aux {path!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
+            f"{option} {path!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
         )
 
 
@@ -235,7 +235,7 @@ def plan_distill(result: ProbeResult, teacher: TargetSpec, path: str) -> Adapter
     """The student adapter: feature ``path`` projected to the teacher's channels at its stride."""
     from adaptkit.core.planning import plan_features
 
-    check_aux_path(result, path)
+    check_aux_path(result, path, "--distill-from")
     return plan_features(result, teacher, select=path, strategy=Strategy.ADAPT_FEATURES)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 from adaptkit.errors import CheckpointError
 
-__all__ = ["LoadReport", "read_state_dict", "match_keys", "load_checkpoint"]
+__all__ = ["LoadReport", "read_state_dict", "match_keys", "load_checkpoint", "check_checkpoint_path"]
 
 #: where checkpoints commonly keep their weights, searched in this order before the top level
 STATE_DICT_KEYS = ("state_dict", "model", "module")
@@ -84,15 +85,30 @@ def _numpy_safe_globals() -> list[Any]:
     return found
 
 
+def check_checkpoint_path(path: str | os.PathLike[str], what: str = "checkpoint") -> Path:
+    """``path`` names a non-empty regular file; CheckpointError saying what it is otherwise."""
+    from adaptkit.core.files import user_path, user_path_errors
+
+    checked = user_path(path, what, CheckpointError)
+    with user_path_errors(checked, f"read {what}", CheckpointError):
+        if not checked.exists():
+            raise CheckpointError(f"{what} {str(checked)!r} does not exist; check the path")
+        if checked.is_dir():
+            raise CheckpointError(
+                f"{what} path is not a file but a folder: {checked}; point at the .pth/.pt file itself"
+            )
+        if not checked.is_file():
+            raise CheckpointError(f"{what} path is not a regular file: {checked}; point at the .pth/.pt file itself")
+        if checked.stat().st_size == 0:
+            raise CheckpointError(f"{what} {checked} is empty (0 bytes); was it saved completely?")
+    return checked
+
+
 def _load_file(path: Path) -> Any:
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file not found: {path}; check the path")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint path is not a file: {path}; point at the .pth/.pt file itself")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); was it saved completely?")
+    path = check_checkpoint_path(path)
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about legacy formats; the error below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
@@ -190,15 +206,19 @@ def load_checkpoint(
     model: nn.Module,
     checkpoint: str | os.PathLike[str] | Mapping[str, Any],
     *,
-    strict: bool = True,
+    strict: bool = False,
     allow_partial: bool = False,
 ) -> LoadReport:
     """Load a (foreign) checkpoint into ``model`` and report what went where.
 
-    Shape-mismatched tensors are never loaded. A load with missing, mismatched or
-    (when ``strict``) unexpected keys is refused with :class:`CheckpointError` before any
-    tensor is copied, unless ``allow_partial`` accepts it; then whatever fits is loaded.
-    ``strict=False`` tolerates extra checkpoint keys (the model is still fully loaded).
+    Shape-mismatched tensors are never loaded. A load with missing or
+    mismatched keys (or, when ``strict``, unexpected ones) is refused with
+    :class:`CheckpointError` naming the keys, before any tensor is copied,
+    unless ``allow_partial`` accepts it; then whatever fits is loaded. Extra
+    checkpoint keys (a classifier's ``fc.*``) are reported, not refused. A
+    missing ``num_batches_tracked`` is not a missing weight (torch starts it
+    at 0). Tensors that cannot stand for the model's (complex, bool or
+    integer into floating point, sparse, meta) are always refused.
     """
     state, source_key = read_state_dict(checkpoint)
     target = model.state_dict()
@@ -217,7 +237,14 @@ def load_checkpoint(
         to_load[model_key] = state[ckpt_key]
         loaded.append(model_key)
     mismatched_keys = {key for key, _, _ in mismatched}
-    missing = tuple(k for k in target if k not in to_load and k not in mismatched_keys)
+    missing = tuple(
+        k for k in target if k not in to_load and k not in mismatched_keys and not k.endswith("num_batches_tracked")
+    )
+    odd = [
+        f"{key} ({_kind(tensor)} for {_kind(target[key])})"
+        for key, tensor in to_load.items()
+        if not _fits(tensor, target[key])
+    ]
 
     report = LoadReport(
         loaded=tuple(loaded),
@@ -229,13 +256,49 @@ def load_checkpoint(
         prefix_added=add,
         ignored=ignored,
     )
+    where = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, os.PathLike)) else "the checkpoint"
+    if odd:
+        raise CheckpointError(
+            f"{where} holds {len(odd)} tensor(s) of a kind {type(model).__name__} cannot take: {_first(odd)}; "
+            "re-save them as dense floating-point weights"
+        )
     problems = len(report.missing) + len(report.mismatched) + (len(report.unexpected) if strict else 0)
     if problems and not allow_partial:
-        where = f"checkpoint {checkpoint}" if isinstance(checkpoint, (str, os.PathLike)) else "the checkpoint"
+        named = [
+            ("missing", list(report.missing)),
+            ("shape-mismatched", [f"{k} {list(a)} vs {list(b)}" for k, a, b in report.mismatched]),
+            ("unexpected", list(report.unexpected) if strict else []),
+        ]
         raise CheckpointError(
             f"{where} does not fit {type(model).__name__}: {len(report.missing)} missing, "
             f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched keys "
-            f"({len(report.loaded)} would load); pass allow_partial=True (or --allow-partial) to accept a partial load"
+            f"({len(report.loaded)} would load); pass allow_partial=True (or --allow-partial) to accept a partial load; "
+            + "; ".join(f"{name}: {_first(keys)}" for name, keys in named if keys)
         )
-    model.load_state_dict(to_load, strict=False)  # every key is a model key; missing ones were reported
+    try:
+        model.load_state_dict(to_load, strict=False)  # every key is a model key; missing ones were reported
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where} cannot be loaded into {type(model).__name__}: {_one_line(exc)}") from None
     return report
+
+
+def _first(keys: list[str], count: int = 3) -> str:
+    return ", ".join(keys[:count]) + (f" and {len(keys) - count} more" if len(keys) > count else "")
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    layout = "" if tensor.layout == torch.strided else f"{str(tensor.layout).removeprefix('torch.')} "
+    device = "meta " if tensor.is_meta else ""
+    return f"{device}{layout}{str(tensor.dtype).removeprefix('torch.')}"
+
+
+def _fits(tensor: torch.Tensor, like: torch.Tensor) -> bool:
+    """Whether ``tensor`` can be copied into ``like`` without losing what it means."""
+    if tensor.layout != torch.strided or tensor.is_meta or tensor.is_quantized:
+        return False
+    have, want = tensor.dtype, like.dtype
+    if have.is_complex or want.is_complex:
+        return have.is_complex == want.is_complex
+    if have == torch.bool or want == torch.bool:
+        return have == want
+    return have.is_floating_point == want.is_floating_point

@@ -88,12 +88,13 @@ def wrap_request(
     from adaptkit.core.emitting import check_destination
     from adaptkit.core.records import parse_enum
     from adaptkit.core.shapes import parse_input_shape
-    from adaptkit.errors import CheckpointError, PlanError, SourceError, TargetError
+    from adaptkit.errors import PlanError, SourceError, TargetError
     from adaptkit.mm.aux_plans import check_weight, parse_aux
     from adaptkit.sources import is_config_source
 
     out_path = Path(out)
     check_destination(out_path, force)  # before any work: the file is written last
+    _refuse_overwriting_inputs(out_path, source, config)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if not is_config_source(config):
         raise TargetError(
@@ -104,8 +105,12 @@ def wrap_request(
             "wrap needs a backbone SOURCE (zoo name, module:callable, file.py:Name), not a config: "
             "the config's own backbone is already in it"
         )
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint {checkpoint!r} does not exist")
+    from adaptkit.mm.checkpoint import check_checkpoint_path, read_state_dict
+
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint, "--checkpoint")
+    if distill is not None:  # read now: a truncated teacher file must fail before the fragment is written
+        read_state_dict(check_checkpoint_path(distill.teacher_checkpoint, "--distill-checkpoint"))
     try:
         chosen = parse_enum(Strategy, strategy, "strategy")
     except ValueError as exc:
@@ -148,7 +153,7 @@ def build_fragment(
     stored_source = request.source
     if source_kind(request.source) == SourceKind.FILE:
         file_path, _, name = request.source.rpartition(":")
-        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
+        stored_source = f"{_path_for_fragment(file_path, request.out)}:{name}"  # usable from any folder
     neck = base_model.get("neck")
     kept = None
     if adapter_plan.target.kept_neck is not None:
@@ -162,7 +167,7 @@ def build_fragment(
         source_kwargs=request.source_kwargs,
         base=base,
         base_has_neck=bool(neck),
-        checkpoint=str(request.checkpoint.resolve()) if request.checkpoint else None,
+        checkpoint=_path_for_fragment(request.checkpoint, request.out) if request.checkpoint else None,
         allow_partial=request.allow_partial,
         command=request.command,
         extra_model=extra_model,
@@ -266,3 +271,33 @@ def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str
 
     names = unreached_parameters(model, shape, paths)  # None: unknown, so say nothing rather than guess
     return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(names or ())))
+
+
+#: mmengine replaces this in a config file with the file's own folder when it loads it
+FRAGMENT_DIR = "{{fileDirname}}"
+
+
+def _path_for_fragment(path: str | Path, out: Path) -> str:
+    """A file beside or below the fragment as ``{{fileDirname}}/rel/path`` (the two travel together), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        relative = resolved.relative_to(Path(out).resolve().parent)
+    except ValueError:
+        return str(resolved)
+    return f"{FRAGMENT_DIR}/{relative.as_posix()}"
+
+
+def _refuse_overwriting_inputs(out: Path, source: str, config: str) -> None:
+    """--out may not be the --target config (a fragment whose _base_ is itself) nor the SOURCE file."""
+    from adaptkit.errors import EmitError
+
+    inputs = [("--target", config)]
+    if isinstance(source, str) and ":" in source and "::" not in source:
+        inputs.append(("SOURCE", source.rpartition(":")[0]))
+    for what, name in inputs:
+        try:
+            same = "::" not in name and out.exists() and Path(name).exists() and out.samefile(name)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            raise EmitError(f"--out {str(out)!r} is the {what} file itself; write the fragment to another name")

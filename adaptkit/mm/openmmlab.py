@@ -100,9 +100,14 @@ def config_path(name: str | Path) -> Path:
                 f"config {text!r} is not in the installed {scope}; check the name under {root / '.mim' / 'configs'}"
             )
         return path
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config file {text!r} does not exist")
+    from adaptkit.core.files import show, user_path, user_path_errors
+
+    path = user_path(text, "config file", ConfigError)
+    with user_path_errors(path, "read config", ConfigError):
+        if path.is_dir():
+            raise ConfigError(f"config {show(text)} is a folder; give the config file itself")
+        if not path.is_file():
+            raise ConfigError(f"config file {show(text)} does not exist")
     return path
 
 
@@ -124,8 +129,15 @@ def load_config(name: str | Path) -> Any:
 
         try:
             return Config.fromfile(str(path))
-        except Exception as exc:  # mmengine raises many types for a bad file
-            cause = " ".join(str(exc).split()) or type(exc).__name__
+        except BaseException as exc:  # mmengine raises many types for a bad file; user code may sys.exit
+            from adaptkit.errors import describe_failure, is_user_failure
+
+            if not is_user_failure(exc):
+                raise
+            if isinstance(exc, SystemExit):
+                cause = f"the config {describe_failure(exc)[3:]}"
+            else:
+                cause = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError(f"cannot read config {str(name)!r}: {cause}") from None
 
 
@@ -150,8 +162,13 @@ def build_model(cfg: Any, *, keep_init_cfg: bool = False) -> Any:
         init_default_scope("mmpose")
         try:
             return registry.build(plain)
-        except Exception as exc:
-            cause = " ".join(str(exc).split()) or type(exc).__name__
+        except BaseException as exc:  # a registered class is user code: it may sys.exit
+            from adaptkit.errors import describe_failure, is_user_failure
+
+            if not is_user_failure(exc):
+                raise
+            cause = describe_failure(exc) if isinstance(exc, SystemExit) else " ".join(str(exc).split())
+            cause = cause or type(exc).__name__
             raise ConfigError(f"cannot build {plain.get('type', 'model')!r} from the config: {cause}") from None
 
 

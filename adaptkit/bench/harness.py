@@ -1,0 +1,327 @@
+"""The benchmark harness: build naive, planned, fused and whole-estimator variants, and time every cell.
+
+``run_bench`` takes a request checked by ``request.make_request``, builds each target with
+the adapter, learns the shapes each variant takes, then times every variant
+at every batch and input size with ``timing.measure`` and returns frozen
+records; it never prints (``progress`` is told what runs next).
+"""
+
+from __future__ import annotations
+
+import enum
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from adaptkit.bench.request import TARGETS, BenchRequest, resolve_target
+from adaptkit.bench.timing import Environment, Measurement, environment, measure
+from adaptkit.bench.timing import slug as _slug
+from adaptkit.errors import AdaptkitError, BenchError
+
+if TYPE_CHECKING:
+    from adaptkit.core.adapter import ShapeAdapter
+
+__all__ = [
+    "Variant",
+    "BenchResult",
+    "run_bench",
+    "count_cells",
+]
+
+
+class Variant(str, enum.Enum):
+    """What one measurement times."""
+
+    HEAD = "head"  # the stock head alone, on the input it expects: the reference
+    NAIVE_HEAD = "naive-head"  # the hand fix: head rebuilt for the raw channels, F.interpolate of its output
+    NAIVE_RESIZE = "naive-resize"  # resize the raw feature first, then project, then the head
+    PLANNED = "planned"  # adaptkit's ShapeAdapter + the stock head
+    FUSED = "fused"  # adaptkit.fuse of the above
+    ESTIMATOR = "estimator"  # backbone + planned adapter + head
+    ESTIMATOR_FUSED = "estimator-fused"  # backbone + fused adapter and head
+
+
+NECK_HEAD_VARIANTS = (Variant.HEAD, Variant.NAIVE_HEAD, Variant.NAIVE_RESIZE, Variant.PLANNED, Variant.FUSED)
+ESTIMATOR_VARIANTS = (Variant.ESTIMATOR, Variant.ESTIMATOR_FUSED)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    request: BenchRequest
+    environment: Environment
+    measurements: tuple[Measurement, ...]
+    fusion: tuple[tuple[str, Any], ...]  # (target, FusionPlan)
+    started: str  # ISO time
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets and inputs
+
+
+@dataclass
+class _Target:
+    """One target built for the benchmark (mutable working state, never returned)."""
+
+    name: str
+    model: Any  # the mmpose estimator with the planned adapter
+    fused: Any  # adaptkit.fuse(model)
+    adapter: ShapeAdapter  # model.neck
+    naive_head: nn.Module | None  # None when the head has no hand fix (its output is not one heatmap)
+    resize_first: nn.Module | None  # the adapter in resize-then-project order; None when it does not resize
+    plan: Any
+
+
+def _target_name(spec: str) -> str:
+    for short, config in TARGETS.items():
+        if spec.lower() in (short, config):
+            return short
+    stem = Path(spec.split("::")[-1]).stem
+    return stem or spec
+
+
+def _build_target(source: str, spec: str, workdir: Path, device: torch.device, channels_last: bool) -> _Target:
+    from adaptkit.core.adapter import ShapeAdapter
+    from adaptkit.core.fusion import fuse, plan_fusion
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    name = _target_name(spec)
+    fragment = workdir / f"{_slug(name)}.py"
+    wrap_config(source, resolve_target(spec), fragment, force=True)
+    cfg = load_config(fragment)
+    model = build_model(cfg.model).eval().to(device)
+    adapter = model.neck
+    if not isinstance(adapter, ShapeAdapter):
+        raise BenchError(f"{name}: the wrapped model's neck is {type(adapter).__name__}, not adaptkit's ShapeAdapter")
+    head_cfg = cfg.model.head.to_dict() if hasattr(cfg.model.head, "to_dict") else dict(cfg.model.head)
+    head_cfg["in_channels"] = adapter.in_channels  # the hand fix: change in_channels, interpolate later
+    try:
+        naive_head: nn.Module | None = build_model(head_cfg).eval().to(device)
+    except AdaptkitError:  # a head that cannot take the raw channels at all: no hand fix to time
+        naive_head = None
+    resize_first = None
+    if adapter.resizes and adapter.proj is not None:
+        resize_first = ShapeAdapter(
+            select=adapter.select,
+            in_channels=adapter.in_channels,
+            out_channels=adapter.out_channels,
+            feature_stride=adapter.feature_stride,
+            target_stride=adapter.target_stride,
+            layout=adapter.layout.value,
+            project_first=False,
+            prefix_tokens=adapter.prefix_tokens,
+            grid=adapter.grid,
+        ).to(device)
+        resize_first.load_state_dict(adapter.state_dict())
+        resize_first.eval()
+    fused = fuse(model, channels_last=channels_last)
+    return _Target(name, model, fused, adapter, naive_head, resize_first, plan_fusion(model))
+
+
+@dataclass
+class _Inputs:
+    """Random inputs for one target, input size and batch."""
+
+    image: torch.Tensor
+    feats: Any  # the backbone's output structure with the selected feature at this batch
+    feature: torch.Tensor  # the selected feature as an NCHW map
+    head_input: torch.Tensor  # what the stock head expects
+    out_hw: tuple[int, int] | None  # the heatmap size the planned model gives; None for other outputs (SimCC)
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    feats: Any  # batch-1 backbone output
+    head_input: tuple[int, ...]
+    out_hw: tuple[int, int] | None
+
+
+def _shapes(target: _Target, hw: tuple[int, int], device: torch.device) -> _Shapes:
+    """Run the target once at batch 1 to learn the shapes each variant takes; BenchError when it cannot run."""
+    from adaptkit.core.tree import select
+
+    model, adapter = target.model, target.adapter
+    image = torch.randn(1, 3, hw[0], hw[1], device=device)
+    try:
+        with torch.no_grad():
+            feats = model.backbone(image)
+            feature = adapter.to_map(select(feats, adapter.select))
+            head_input = adapter(feats)[-1]
+            out = model.head((head_input,))
+    except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+        cause = " ".join(str(exc).split())[:160]
+        raise BenchError(
+            f"the model cannot run at input {hw[0]}x{hw[1]} ({cause}); try a multiple of the backbone's largest stride"
+        ) from None
+    stride = adapter.feature_stride
+    if (feature.shape[-2] * stride[0], feature.shape[-1] * stride[1]) != (float(hw[0]), float(hw[1])):
+        raise BenchError(
+            f"input {hw[0]}x{hw[1]} is not a multiple of the feature stride {stride[0]:g}x{stride[1]:g}; pick one that is"
+        )
+    heatmap = isinstance(out, torch.Tensor) and out.dim() == 4  # SimCC heads answer with (x, y) vectors
+    out_hw = (int(out.shape[-2]), int(out.shape[-1])) if heatmap else None
+    return _Shapes(feats, tuple(head_input.shape[1:]), out_hw)
+
+
+def _inputs(target: _Target, shapes: _Shapes, hw: tuple[int, int], batch: int, device: torch.device) -> _Inputs:
+    from adaptkit.core.tree import replace, select
+
+    adapter = target.adapter
+    raw = select(shapes.feats, adapter.select)
+    feature_raw = torch.randn((batch, *raw.shape[1:]), device=device)
+    return _Inputs(
+        image=torch.randn(batch, 3, hw[0], hw[1], device=device),
+        feats=replace(shapes.feats, adapter.select, feature_raw),
+        feature=adapter.to_map(feature_raw),
+        head_input=torch.randn((batch, *shapes.head_input), device=device),
+        out_hw=shapes.out_hw,
+    )
+
+
+def _calls(target: _Target, x: _Inputs, estimator: bool) -> list[tuple[Variant, Callable[[], Any]]]:
+    from adaptkit.core.adapter import resize_to
+
+    model, fused = target.model, target.fused
+    calls: list[tuple[Variant, Callable[[], Any]]] = [(Variant.HEAD, lambda: model.head((x.head_input,)))]
+    if target.naive_head is not None and x.out_hw is not None:  # the hand fix interpolates a heatmap
+        naive_head, out_hw = target.naive_head, x.out_hw
+        calls.append((Variant.NAIVE_HEAD, lambda: resize_to(naive_head((x.feature,)), out_hw)))
+    if target.resize_first is not None:
+        resize_first = target.resize_first
+        calls.append((Variant.NAIVE_RESIZE, lambda: model.head(resize_first(x.feats))))
+    calls += [
+        (Variant.PLANNED, lambda: model.head(model.neck(x.feats))),
+        (Variant.FUSED, lambda: fused.head(fused.neck(x.feats))),
+    ]
+    if estimator:
+        calls += [
+            (Variant.ESTIMATOR, lambda: model(x.image, None, mode="tensor")),
+            (Variant.ESTIMATOR_FUSED, lambda: fused(x.image, None, mode="tensor")),
+        ]
+    return calls
+
+
+def _estimator_at(request: BenchRequest, hw: tuple[int, int], batch: int) -> bool:
+    if not request.estimator:
+        return False
+    if request.quick:  # the whole estimator only where it is cheap
+        return batch == min(request.batches) and hw == min(request.inputs, key=lambda s: s[0] * s[1])
+    return True
+
+
+def _neck_head_variants(target: _Target, shapes: _Shapes) -> int:
+    """How many of NECK_HEAD_VARIANTS ``_calls`` times for this target (as ``_calls`` decides)."""
+    naive = target.naive_head is not None and shapes.out_hw is not None
+    return len(NECK_HEAD_VARIANTS) - (not naive) - (target.resize_first is None)
+
+
+def count_cells(request: BenchRequest, neck_head: Sequence[int]) -> int:
+    """How many cells ``run_bench`` times, given each target's number of neck + head variants."""
+    total = 0
+    for hw in request.inputs:
+        for batch in request.batches:
+            est = len(ESTIMATOR_VARIANTS) if _estimator_at(request, hw, batch) else 0
+            total += sum(n + est for n in neck_head)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def run_bench(request: BenchRequest, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
+    """Build every target with ``request.source`` and time every variant; returns the records.
+
+    ``progress(description, done, total)`` is called before each cell and
+    once at the end ("done"); ``total`` is 0 while the targets are built.
+    Raises BenchError (or the adaptkit error of the stage that failed)
+    before any timing when a target cannot be built or run at a size.
+    """
+    saved_threads = torch.get_num_threads()
+    if request.threads is not None:
+        torch.set_num_threads(request.threads)
+    try:
+        return _run(request, progress or (lambda *_: None))
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> BenchResult:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    clock = time.perf_counter()
+    env = environment(request.device)  # before any work of ours: the load is other people's
+    device = torch.device(request.device.value)
+    targets: list[_Target] = []
+    with tempfile.TemporaryDirectory(prefix="adaptkit-bench-") as tmp:
+        for spec in request.targets:
+            report(f"building {request.source} -> {_target_name(spec)}", 0, 0)
+            targets.append(_build_target(request.source, spec, Path(tmp), device, request.channels_last))
+    shapes = {(t.name, hw): _shapes(t, hw, device) for t in targets for hw in request.inputs}
+    first = request.inputs[0]
+    total = count_cells(request, [_neck_head_variants(t, shapes[(t.name, first)]) for t in targets])
+    measurements: list[Measurement] = []
+    for hw in request.inputs:
+        for batch in request.batches:
+            for target in targets:
+                inputs = _inputs(target, shapes[(target.name, hw)], hw, batch, device)
+                for variant, fn in _calls(target, inputs, _estimator_at(request, hw, batch)):
+                    report(f"{target.name} {hw[0]}x{hw[1]} b{batch} {variant.value}", len(measurements), total)
+                    measurements.append(_cell(request, env, target.name, variant, fn, hw, batch, device))
+                del inputs
+    report("done", total, total)
+    notes = []
+    if request.quick:
+        notes.append("quick: the whole estimator was timed only at the smallest batch and input size")
+    if env.loaded:
+        notes.append(f"the 1-minute load was {env.load_average[0]:.2f} on {env.cores} cores at the start")  # type: ignore[index]
+    return BenchResult(
+        request=request,
+        environment=env,
+        measurements=tuple(measurements),
+        fusion=tuple((t.name, t.plan) for t in targets),
+        started=started,
+        seconds=time.perf_counter() - clock,
+        notes=tuple(notes),
+    )
+
+
+def _cell(
+    request: BenchRequest,
+    env: Environment,
+    target: str,
+    variant: Variant,
+    fn: Callable[[], Any],
+    hw: tuple[int, int],
+    batch: int,
+    device: torch.device,
+) -> Measurement:
+    try:
+        return measure(
+            fn,
+            variant=variant.value,
+            target=target,
+            input_hw=hw,
+            batch=batch,
+            device=device,
+            threshold=request.threshold,
+            budget_s=request.budget_s,
+            precision=request.precision,
+            cuda_graph=request.cuda_graphs,
+            loaded=env.loaded,
+        )
+    except torch.cuda.OutOfMemoryError:
+        nan = float("nan")
+        return Measurement(
+            variant=variant.value, target=target, input_hw=hw, batch=batch, device=request.device.value,
+            precision=request.precision.value, median_ms=nan, iqr_ms=nan, p25_ms=nan, p75_ms=nan, samples=0,
+            calls_per_sample=0, times_ms=(), per_image_ms=nan, throughput=nan, memory_bytes=None, memory_kind="none",
+            cuda_graph=False, flags=("out of GPU memory",), measurement=None, note="out of GPU memory",
+        )  # fmt: skip
