@@ -159,4 +159,4 @@ def test_plan_json_round_trips(run_cli):
     document = json.loads(out)
     plan = plan_from_dict(document)
     assert plan.feature.path == "0" and plan.out_channels == 32
-    assert [s["kind"] for s in document["steps"]] == ["select", "project", "resize"]
+    assert [s["kind"] for s in document["inputs"][0]["steps"]] == ["select", "project", "resize"]
