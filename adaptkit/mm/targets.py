@@ -53,10 +53,7 @@ _FOREIGN_TYPES = {
 def missing_package(cfg: Any, cause: str) -> str | None:
     """The package a config part needs but this install lacks, when the failure ``cause`` says so."""
     text = f"{cfg.get('type', '') if isinstance(cfg, Mapping) else ''} {cause}"
-    for marker, package in _FOREIGN_TYPES.items():
-        if marker in text and ("registry" in cause or "mmcv" in marker or "Deform" in marker or "No module" in cause):
-            return package
-    return None
+    return next((package for marker, package in _FOREIGN_TYPES.items() if marker in text), None)
 
 
 def parse_target(target: Any, **options: Any) -> TargetSpec:
@@ -154,7 +151,8 @@ def _grid_stride(input_size: tuple[int, int], grid: tuple[int, int]) -> Stride:
     return (exact(input_size[1] / grid[1]), exact(input_size[0] / grid[0]))
 
 
-def _shrink(size: tuple[int, int], factor: int, head: Mapping[str, Any]) -> tuple[int, int]:
+def _shrink(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """A (width, height) heatmap size divided by a deconv head's upsampling; unreadable when not whole."""
     if size[0] % factor or size[1] % factor:
         raise _Unreadable([f"head.deconv_out_channels ({size[0]}x{size[1]} heatmaps are not {factor}x a whole grid)"])
     return (size[0] // factor, size[1] // factor)
@@ -165,7 +163,7 @@ def _heatmap_grid(head: Mapping[str, Any], codec: Mapping[str, Any] | None) -> t
     _need(head, codec, (), ("input_size", "heatmap_size"))
     assert codec is not None  # _need checked it
     up = 2 ** _deconvs(head)
-    return _grid_stride(_pair(codec["input_size"]), _shrink(_pair(codec["heatmap_size"]), up, head)), up
+    return _grid_stride(_pair(codec["input_size"]), _shrink(_pair(codec["heatmap_size"]), up)), up
 
 
 def _read_heatmap(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
@@ -190,7 +188,7 @@ def _read_mspn(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: s
     size, heatmap = _pair(codec["input_size"]), _pair(codec["heatmap_size"])
     per_stage = []
     for j in range(units):
-        grid = _shrink(heatmap, 2 ** (units - 1 - j), head)
+        grid = _shrink(heatmap, 2 ** (units - 1 - j))
         per_stage.append(
             InputSpec(channels=int(head["unit_channels"]), stride=_grid_stride(size, grid), layout=Layout.NCHW)
         )
