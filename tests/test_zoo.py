@@ -77,7 +77,7 @@ def _stock_builds(model_cfg: Any) -> bool:
 
 
 def _group(cfg: Any) -> tuple[str, str, str]:
-    from adaptkit.mm.targets import _codec
+    from adaptkit.mm.head_readers import codec_of as _codec
 
     codec = _codec(cfg) or {}
     size = "x".join(str(v) for v in codec.get("input_size", ())) or "-"
