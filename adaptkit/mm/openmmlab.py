@@ -194,7 +194,7 @@ def build_config_backbone(source: str) -> ConfigBackbone:
     model_cfg = cfg.get("model")
     if model_cfg is None or "backbone" not in model_cfg:
         raise ConfigError(f"config {source!r} has no model.backbone to probe")
-    from adaptkit.mm.targets import KEPT_NECKS
+    from adaptkit.mm.head_readers import KEPT_NECKS
 
     backbone = build_model(model_cfg["backbone"])
     neck_cfg = model_cfg.get("neck")

@@ -168,10 +168,10 @@ def prepare_smoke_config(cfg: Any, layout: Any, work_dir: Path, settings: SmokeS
     for key in ("val_evaluator", "test_evaluator"):
         if cfg.get(key) is not None:
             cfg[key] = _point_evaluator(cfg[key], data_dir / val.ann_file, work_dir)
-    warmup = max(1, min(50, settings.iters // 5))
+    warmup = min(50, settings.iters // 5)  # none for a run of a few iterations (mmengine needs end > begin)
     cfg.optim_wrapper.optimizer.lr = settings.lr
     cfg.param_scheduler = [
-        dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False),
+        *([dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False)] if warmup else []),
         dict(type="CosineAnnealingLR", begin=warmup, end=settings.iters, T_max=settings.iters - warmup,
              eta_min=settings.lr * 0.02, by_epoch=False),
     ]  # fmt: skip
