@@ -23,6 +23,7 @@ import torch.nn as nn
 from adaptkit.core.records import InputSpec, Layout, Stride, TargetSpec
 from adaptkit.core.targets import DEFAULT_HEATMAP_STRIDE, exact, is_spec, parse_spec_target
 from adaptkit.errors import AdaptkitError, ConfigError, TargetError
+from adaptkit.mm.config_values import config_int, config_pair, config_section
 
 __all__ = [
     "HEAD_READERS",
@@ -106,7 +107,8 @@ def _codec(cfg: Any) -> Mapping[str, Any] | None:
         codec = codec[-1]
     if isinstance(codec, Mapping) and "input_size" in codec:
         return codec
-    head = cfg.get("model", {}).get("head", {})
+    model = cfg.get("model")
+    head = model.get("head") if isinstance(model, Mapping) else None
     decoder = head.get("decoder") if isinstance(head, Mapping) else None
     return decoder if isinstance(decoder, Mapping) and "input_size" in decoder else None
 
@@ -123,11 +125,8 @@ def _need(
         raise _Unreadable(missing)
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    w, h = value
-    return (int(w), int(h))
+def _pair(value: Any, key: str = "codec size") -> tuple[int, int]:
+    return config_pair(value, key)
 
 
 def _default(head_type: str, name: str) -> Any:
@@ -165,34 +164,48 @@ def _heatmap_grid(head: Mapping[str, Any], codec: Mapping[str, Any] | None) -> t
     _need(head, codec, (), ("input_size", "heatmap_size"))
     assert codec is not None  # _need checked it
     up = 2 ** _deconvs(head)
-    return _grid_stride(_pair(codec["input_size"]), _shrink(_pair(codec["heatmap_size"]), up, head)), up
+    return _grid_stride(
+        _pair(codec["input_size"], "codec.input_size"),
+        _shrink(_pair(codec["heatmap_size"], "codec.heatmap_size"), up, head),
+    ), up
 
 
 def _read_heatmap(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     _need(head, codec, ("in_channels",))
     stride, up = _heatmap_grid(head, codec)
-    spec = InputSpec(channels=int(head["in_channels"]), stride=stride, layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=stride, layout=Layout.NCHW
+    )
     return HeadReading((spec,), None, None, up, None, True)
 
 
 def _read_cpm(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     _need(head, codec, ("in_channels", "num_stages"))
     stride, up = _heatmap_grid(head, codec)
-    spec = InputSpec(channels=int(head["in_channels"]), stride=stride, layout=Layout.NCHW)
-    return HeadReading((spec,) * int(head["num_stages"]), None, None, up, None, True)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=stride, layout=Layout.NCHW
+    )
+    return HeadReading((spec,) * config_int(head["num_stages"], "model.head.num_stages"), None, None, up, None, True)
 
 
 def _read_mspn(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     """Stages of units; each stage's units run from the coarsest (heatmap stride x 2^(units-1)) to the heatmap's."""
     _need(head, codec, ("num_stages", "num_units", "unit_channels"), ("input_size", "heatmap_size"))
     assert codec is not None
-    stages, units = int(head["num_stages"]), int(head["num_units"])
-    size, heatmap = _pair(codec["input_size"]), _pair(codec["heatmap_size"])
+    stages, units = (
+        config_int(head["num_stages"], "model.head.num_stages"),
+        config_int(head["num_units"], "model.head.num_units"),
+    )
+    size, heatmap = _pair(codec["input_size"], "codec.input_size"), _pair(codec["heatmap_size"], "codec.heatmap_size")
     per_stage = []
     for j in range(units):
         grid = _shrink(heatmap, 2 ** (units - 1 - j), head)
         per_stage.append(
-            InputSpec(channels=int(head["unit_channels"]), stride=_grid_stride(size, grid), layout=Layout.NCHW)
+            InputSpec(
+                channels=config_int(head["unit_channels"], "model.head.unit_channels"),
+                stride=_grid_stride(size, grid),
+                layout=Layout.NCHW,
+            )
         )
     return HeadReading(tuple(per_stage) * stages, (units,) * stages, None, 1, None, True)
 
@@ -200,14 +213,18 @@ def _read_mspn(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: s
 def _read_featuremap(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     """SimCC, RTMCC, DSNT/IPR: the flattened grid is fixed by ``in_featuremap_size``."""
     _need(head, codec, ("in_channels", "in_featuremap_size"))
-    size = _pair(codec["input_size"]) if codec is not None else None
+    size = _pair(codec["input_size"], "codec.input_size") if codec is not None else None
     if size is None and head.get("input_size") is not None:
-        size = _pair(head["input_size"])
+        size = _pair(head["input_size"], "model.head.input_size")
     if size is None:
         raise _Unreadable(["codec.input_size"])
-    grid = _pair(head["in_featuremap_size"])
+    grid = _pair(head["in_featuremap_size"], "model.head.in_featuremap_size")
     up = 2 ** _deconvs(head) if head["type"] != "RTMCCHead" else 1
-    spec = InputSpec(channels=int(head["in_channels"]), stride=_grid_stride(size, grid), layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"),
+        stride=_grid_stride(size, grid),
+        layout=Layout.NCHW,
+    )
     return HeadReading((spec,), None, grid, up, None, False)
 
 
@@ -219,7 +236,9 @@ def _read_pooled(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck:
             f"{head['type']} reads a vector and its config has no GlobalAveragePooling neck (neck: {neck}); "
             "adaptkit adapts maps: add neck=dict(type='GlobalAveragePooling') to the config"
         )
-    spec = InputSpec(channels=int(head["in_channels"]), stride=None, layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=None, layout=Layout.NCHW
+    )
     return HeadReading((spec,), None, None, 1, neck, False)
 
 
@@ -228,8 +247,10 @@ def _read_bottomup(head: Mapping[str, Any], codec: Mapping[str, Any] | None, nec
     _need(head, codec, ("in_channels",), ("input_size", "heatmap_size"))
     assert codec is not None
     spec = InputSpec(
-        channels=int(head["in_channels"]),
-        stride=_grid_stride(_pair(codec["input_size"]), _pair(codec["heatmap_size"])),
+        channels=config_int(head["in_channels"], "model.head.in_channels"),
+        stride=_grid_stride(
+            _pair(codec["input_size"], "codec.input_size"), _pair(codec["heatmap_size"], "codec.heatmap_size")
+        ),
         layout=Layout.NCHW,
     )
     return HeadReading((spec,), None, None, 1, None, False)
@@ -360,7 +381,7 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
     model_cfg = cfg.get("model")
     if not isinstance(model_cfg, Mapping) or "head" not in model_cfg:
         raise TargetError(f"config {name!r} has no model.head; give a pose estimator config")
-    head_cfg = dict(model_cfg["head"])
+    head_cfg = dict(config_section(model_cfg["head"], "model.head"))
     head_type = str(head_cfg.get("type"))
     if model_cfg.get("type") == "PoseLifter":
         _refuse_lifting(head_cfg, None, None)
@@ -378,14 +399,14 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
         neck = build_model(neck_cfg) if reading.kept_neck is not None else None
     except ConfigError as exc:
         raise _head_build_error(head_type, exc, head_cfg) from None
-    heatmap = _pair(codec["heatmap_size"]) if "heatmap_size" in codec else None
+    heatmap = _pair(codec["heatmap_size"], "codec.heatmap_size") if "heatmap_size" in codec else None
     target = TargetSpec(
         inputs=reading.inputs,
         groups=reading.groups,
         head_type=head_type,
         num_keypoints=_keypoints(head, head_cfg),
         heatmap_size=heatmap,
-        input_size=_pair(codec["input_size"]),
+        input_size=_pair(codec["input_size"], "codec.input_size"),
         featuremap_size=reading.featuremap_size,
         head_upsample=exact(reading.head_upsample),
         kept_neck=reading.kept_neck,
@@ -415,7 +436,7 @@ def _target_from_stock(
         raise TargetError(
             f"{unreadable} and config {name!r} has no codec input_size and backbone to probe; pass the target as CHANNELS@STRIDE"
         )
-    width, height = _pair(codec["input_size"])
+    width, height = _pair(codec["input_size"], "codec.input_size")
     try:
         body = ConfigBackbone(
             build_model(model_cfg["backbone"]), build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
@@ -437,7 +458,7 @@ def _target_from_stock(
         raise TargetError(
             f"config {name!r} is inconsistent: its head expects {in_channels} channels but its backbone gives {read.channels}"
         )
-    heatmap = _pair(codec["heatmap_size"]) if "heatmap_size" in codec else None
+    heatmap = _pair(codec["heatmap_size"], "codec.heatmap_size") if "heatmap_size" in codec else None
     upsample = 1.0
     if heatmap is not None and read.spatial is not None:
         try:
