@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.adaptkit-installed
 
 # The tested stack (requirements/stack.txt); mmpose goes in with --no-deps because its
 # declared chumpy dependency does not build. No source builds: about two minutes.
-$(STAMP): requirements/stack.txt requirements/dev.txt pyproject.toml
+$(STAMP): requirements/stack.txt requirements/dev.txt requirements/optional.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN)/python -m pip install --quiet -r requirements/stack.txt -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps mmpose==1.1.0
+	$(BIN)/python -m pip install --quiet -r requirements/optional.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

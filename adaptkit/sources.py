@@ -1,6 +1,7 @@
 """Turn a SOURCE string into a backbone module, the same way for every command.
 
-A SOURCE is a zoo name (``sctnet``), ``package.module:callable``,
+A SOURCE is a zoo name (``sctnet``), ``timm:NAME`` (a timm model with
+``features_only=True``), ``package.module:callable``,
 ``path/to/file.py:Name``, or an mmpose/mmengine config (a file, or a
 ``mmpose::`` package-scoped name) whose backbone (and neck) is built.
 """
@@ -28,6 +29,7 @@ __all__ = ["resolve_source", "SourceKind", "source_kind", "is_config_source"]
 
 class SourceKind:
     ZOO = "zoo"
+    TIMM = "timm"
     CALLABLE = "callable"
     FILE = "file"
     CONFIG = "config"
@@ -42,6 +44,8 @@ def source_kind(source: str) -> str:
     if is_config_source(source):
         return SourceKind.CONFIG
     target, sep, _ = source.rpartition(":")
+    if target == "timm" and not _is_timm_function(source):
+        return SourceKind.TIMM
     if sep and (target.endswith(".py") or "/" in target):
         return SourceKind.FILE
     if sep:
@@ -71,6 +75,8 @@ def resolve_source(source: str, /, **kwargs: Any) -> nn.Module:
         return build_config_backbone(source)
     if kind == SourceKind.ZOO:
         return _from_zoo(source, kwargs)
+    if kind == SourceKind.TIMM:
+        return _from_timm(source.partition(":")[2], kwargs)
     target, _, attr = source.rpartition(":")
     if kind == SourceKind.FILE:
         module = _import_file(Path(target))
@@ -88,6 +94,43 @@ def _from_zoo(name: str, kwargs: dict[str, Any]) -> nn.Module:
             "or write package.module:callable or path/to/file.py:Name"
         )
     return _instantiate(lambda **kw: build_zoo_model(name, **kw), name, kwargs)
+
+
+#: timm's own functions stay reachable as callables (``timm:create_model --arg model_name=...``)
+_TIMM_FUNCTIONS = ("create_model",)
+
+
+def _is_timm_function(source: str) -> bool:
+    return source.partition(":")[2] in _TIMM_FUNCTIONS
+
+
+def _from_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """A timm model's feature pyramid (``features_only=True``), never downloading weights.
+
+    ``pretrained`` defaults to False; True is accepted only with a local file
+    in ``pretrained_cfg_overlay={'file': PATH}``.
+    """
+    try:
+        import timm
+    except ImportError:
+        raise SourceError(
+            f"timm:{name} needs timm, an optional dependency: pip install timm (or make install)"
+        ) from None
+    if not name:
+        raise SourceError("timm: needs a model name, e.g. timm:resnet18 or timm:convnext_atto")
+    if not timm.is_model(name):
+        names = timm.list_models()
+        close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "timm.list_models() names them all"
+        raise SourceError(f"timm has no model {name!r}; {hint}")
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    if kwargs.get("pretrained") and not (isinstance(overlay, dict) and overlay.get("file")):
+        raise SourceError(
+            f"timm:{name} with pretrained=True would download weights; adaptkit never downloads: "
+            "add --arg \"pretrained_cfg_overlay={'file': 'local.pth'}\" or load a checkpoint with wrap --checkpoint"
+        )
+    options = {"features_only": True, "pretrained": False, **kwargs}
+    return _instantiate(lambda **kw: timm.create_model(name, **kw), f"timm:{name}", options)
 
 
 def _check_config_file(source: str) -> None:

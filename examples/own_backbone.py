@@ -58,7 +58,7 @@ def main() -> None:
         if adaptkit(argv):
             raise SystemExit(2)
     train_smoke(fragment, work / "train", num_images=2, batch_size=2)
-    print(f"trained one epoch: {work / 'train' / 'epoch_1.pth'}")
+    print(f"trained one epoch: {work / 'train' / 'weights.pth'}")
 
 
 if __name__ == "__main__":

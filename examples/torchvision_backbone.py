@@ -65,7 +65,7 @@ def main() -> None:
     with torch.no_grad():
         print("heatmaps:", list(model(torch.randn(1, 3, 256, 192), None, mode="tensor").shape))
     train_smoke(fragment, work / "train", num_images=2, batch_size=2)
-    print(f"trained one epoch: {work / 'train' / 'epoch_1.pth'}")
+    print(f"trained one epoch: {work / 'train' / 'weights.pth'}")
 
 
 if __name__ == "__main__":

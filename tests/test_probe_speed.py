@@ -109,3 +109,12 @@ def test_probe_on_meta_matches_a_real_forward():
     real = adaptkit.probe(model, (2, 3, 64, 48), mode="real")
     assert [f.shape for f in result.features] == [f.shape for f in real.features] == [(2, 8, 32, 24), (2, 8, 64, 48)]
     assert [f.stride for f in result.features] == [(2, 2), (1, 1)]
+
+
+def test_broadcast_follows_torch():
+    from adaptkit.core.probing import _broadcast
+
+    for a, b in [((2, 3, 4), (3, 1)), ((1,), (5, 1, 7)), ((), (2, 2)), ((4, 1), (1, 6)), ((0, 3), (1, 3))]:
+        assert _broadcast(a, b) == tuple(torch.broadcast_shapes(a, b))
+    with pytest.raises(RuntimeError, match="must match"):
+        _broadcast((2, 3), (4, 3))

@@ -219,7 +219,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
 
     One row per target and input size; the left panel is the latency of one
     batch, the right one the same divided by the batch (per image). The
-    legend sits outside the panels, under the title.
+    legend sits outside the panels, under them.
     """
     import matplotlib
 
@@ -272,7 +272,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     if any_flag:
         handles.append(Line2D([], [], marker="o", ls="", ms=9, mfc="none", mec="red"))
         labels.append("flagged (spread, samples or load)")
-    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
     env = result.environment
     fig.suptitle(
         f"{result.request.source}: {env.device_name} ({env.device}, {env.threads} threads, "

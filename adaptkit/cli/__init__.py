@@ -15,7 +15,7 @@ from adaptkit.errors import AdaptkitError, Terminated
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("probe", "plan", "wrap", "bench", "doctor", "port")
+_COMMANDS = ("probe", "plan", "wrap", "smoke", "bench", "doctor", "port")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -70,16 +70,22 @@ def run(args: argparse.Namespace) -> int:
 def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-untyped-def]
     console = stdout_console()
     target = adapter_plan.target
+    chosen = {p.feature.path for p in adapter_plan.inputs}
+    many = len(adapter_plan.inputs) > 1
     side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
     for column in ("path", "shape", "ch", "stride", "layout", ""):
         side.add_column(column)
     for f in result.features:
-        mark = "selected" if f.path == adapter_plan.feature.path else ""
+        mark = "selected" if f.path in chosen else ""
+        if many and f.path in chosen:
+            mark = "selected for input " + ", ".join(
+                str(p.index) for p in adapter_plan.inputs if p.feature.path == f.path
+            )
         if f.is_input:
             mark = "input passthrough"
         elif f.alias_of is not None:
             mark = f"same tensor as {f.alias_of}"
-        style = "bold green" if f.path == adapter_plan.feature.path else None
+        style = "bold green" if f.path in chosen else None
         side.add_row(
             f.path or "<tensor>",
             format_shape(f.shape),
@@ -91,29 +97,38 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         )
     side.add_section()
     head = target.head_type or "head"
-    side.add_row(
-        f"{head} expects",
-        "",
-        str(adapter_plan.out_channels),
-        format_stride(target.stride),
-        target.layout.value,
-        f"{target.num_keypoints} keypoints" if target.num_keypoints else "",
-        style="bold",
-    )
+    for p in adapter_plan.inputs:
+        wanted = p.input
+        note = f"{target.num_keypoints} keypoints" if target.num_keypoints else ""
+        if target.kept_neck is not None:
+            note = f"{note}; after the stock {target.kept_neck}".lstrip("; ")
+        side.add_row(
+            f"{head} expects" + (f" (input {p.index})" if many else ""),
+            "",
+            str(p.out_channels),
+            format_stride(wanted.stride) if wanted.stride is not None else "any (pooled)",
+            wanted.layout.value,
+            note,
+            style="bold",
+        )
     console.print(side)
 
     chain = Table(title=f"adapter chain ({adapter_plan.strategy.value})", title_justify="left")
     for column in ("step", "in -> out", "MACs", "out bytes", "params", "what"):
         chain.add_column(column, no_wrap=column != "what")
-    for step in adapter_plan.steps:
-        chain.add_row(
-            step.kind.value,
-            f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
-            format_count(step.macs),
-            format_count(step.bytes),
-            format_count(step.params),
-            step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
-        )
+    for p in adapter_plan.inputs:
+        if many:
+            chain.add_section()
+        for step in p.steps:
+            chain.add_row(
+                (f"{p.index}: " if many else "") + step.kind.value,
+                f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
+                format_count(step.macs),
+                format_count(step.bytes),
+                format_count(step.params),
+                step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
+            )
     console.print(chain)
-    console.print(f"why {adapter_plan.feature.path!r}: {adapter_plan.reason}")
+    for p in adapter_plan.inputs:
+        console.print(f"why {p.feature.path!r}" + (f" for input {p.index}" if many else "") + f": {p.reason}")
     console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")
