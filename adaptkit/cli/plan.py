@@ -57,7 +57,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     console = stdout_console()
     target = adapter_plan.target
     side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
-    for column in ("path", "shape", "ch", "stride", "layout", ""):
+    for column in ("path", "module", "shape", "ch", "stride", "layout", ""):
         side.add_column(column)
     for f in result.features:
         mark = "selected" if f.path == adapter_plan.feature.path else ""
@@ -68,6 +68,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         style = "bold green" if f.path == adapter_plan.feature.path else None
         side.add_row(
             f.path or "<tensor>",
+            f.module or "",
             format_shape(f.shape),
             str(f.channels),
             format_stride(f.stride),
@@ -79,6 +80,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     head = target.head_type or "head"
     side.add_row(
         f"{head} expects",
+        "",
         "",
         str(adapter_plan.out_channels),
         format_stride(target.stride),
@@ -101,5 +103,6 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
         )
     console.print(chain)
-    console.print(f"why {adapter_plan.feature.path!r}: {adapter_plan.reason}")
+    module = f" ({adapter_plan.feature.module})" if adapter_plan.feature.module else ""
+    console.print(f"why {adapter_plan.feature.path!r}{module}: {adapter_plan.reason}")
     console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")
