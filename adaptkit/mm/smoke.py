@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 #: the default budget: SCTNet-B into the HRNet-W32 COCO head passes AP 0.5 within it on 2 CPU cores
-DEFAULT_ITERS = 300
-DEFAULT_IMAGES = 1000
+DEFAULT_ITERS = 100
+DEFAULT_IMAGES = 800
 DEFAULT_BATCH = 16
 DEFAULT_VAL_IMAGES = 100
 #: Adam's learning rate for the short schedule (the stock 5e-4 assumes 210 epochs and batch 512)
