@@ -53,6 +53,7 @@ def feat(
         dtype="float32",
         is_input=is_input,
         alias_of=alias_of,
+        module=None,
     )
 
 
@@ -69,6 +70,7 @@ def vector(path: str, channels: int, batch: int = 2) -> FeatureSpec:
         dtype="float32",
         is_input=False,
         alias_of=None,
+        module=None,
     )
 
 

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import adaptkit
-from adaptkit.core.probing import _meta_conv2d, _meta_interpolate, _ShapeOnlyNorms
+from adaptkit.core.shape_only import ShapeOnly as _ShapeOnlyNorms
+from adaptkit.core.shape_only import _meta_conv2d, _meta_interpolate
 
 
 def meta(t: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ def test_probe_on_meta_matches_a_real_forward():
 
 
 def test_broadcast_follows_torch():
-    from adaptkit.core.probing import _broadcast
+    from adaptkit.core.shape_only import _broadcast
 
     for a, b in [((2, 3, 4), (3, 1)), ((1,), (5, 1, 7)), ((), (2, 2)), ((4, 1), (1, 6)), ((0, 3), (1, 3))]:
         assert _broadcast(a, b) == tuple(torch.broadcast_shapes(a, b))

@@ -48,21 +48,20 @@ for tokens, the exact stride with the fewest prefix tokens).
 from __future__ import annotations
 
 import enum
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call
-from torch.overrides import TorchFunctionMode
 
 from adaptkit.core.layers import layer_rows
 from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
 from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
+from adaptkit.core.probe_errors import crash_error, crash_site, meta_reason, module_names
 from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
+from adaptkit.core.shape_only import ShapeOnly
 from adaptkit.core.shapes import parse_input_shape
 from adaptkit.core.tree import iter_tensors
 from adaptkit.errors import InputShapeError, OptionError, ProbeError, describe_failure, is_user_failure
@@ -127,7 +126,7 @@ def probe(
         )
     run_device = _real_device(model, device)
     dtype = _input_dtype(model)
-    names = _module_names(model)
+    names = module_names(model)
 
     with model_preserved(model, run_device):
         if trace_mode is TraceMode.REAL:
@@ -170,8 +169,8 @@ def _probe_meta_first(
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure on meta is a reason to try real tensors
-        site = _crash_site(exc, names)
-        reason = _meta_reason(exc, site)
+        site = crash_site(exc, names)
+        reason = meta_reason(exc, site)
         if strict:
             raise ProbeError(
                 f"the meta trace failed {reason}; probe with mode='auto' or 'real' to run real tensors",
@@ -202,11 +201,11 @@ def _probe_real(
     except ProbeError:
         raise
     except Exception as exc:  # noqa: BLE001 - classified below
-        site = _crash_site(exc, names)
+        site = crash_site(exc, names)
         # A crash where the meta trace crashed too is the model's own fault; one
         # elsewhere may be the small size (a fixed position embedding, a size check).
         if size1 == requested or (meta_site is not None and site == meta_site):
-            raise _crash_error(exc, site, _with_size(shape, size1)) from None
+            raise crash_error(exc, site, _with_size(shape, size1)) from None
     if first is None:  # retried outside the handler, so the failed call's frames are freed
         size1 = requested
         try:
@@ -214,7 +213,7 @@ def _probe_real(
         except ProbeError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise _crash_error(exc, _crash_site(exc, names), shape) from None
+            raise crash_error(exc, crash_site(exc, names), shape) from None
     if size1 == requested:
         size2 = second or _scaled_second(requested)
     else:
@@ -229,215 +228,6 @@ def _probe_real(
 # ---------------------------------------------------------------------------- forwards
 
 
-class _ShapeOnlyNorms(TorchFunctionMode):
-    """Normalisations on meta tensors answer with their input's shape, skipping the decomposition.
-
-    On the meta device torch runs batch, layer and group norm through Python
-    decompositions that cost more than the rest of a backbone's trace
-    together (HRNet-W32: ~80 % of the probe). They never change the input's
-    shape, so the probe answers with an empty tensor of that shape, after
-    the same checks torch makes (batch size in train mode, the normalized
-    shape, channels divisible by the groups), so broken models still fail.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        check = _NORM_CHECKS.get(func)
-        if check is not None and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            check(*args, **kwargs)
-            return _meta_like(args[0])
-        rule = _SHAPE_RULES.get(func)
-        if rule is not None:
-            answer = rule(*args, **kwargs)
-            if answer is not None:
-                return answer
-        return func(*args, **kwargs)
-
-
-def _check_batch_norm(x: torch.Tensor, *args: Any, training: bool = False, **kwargs: Any) -> None:
-    # the check F.batch_norm makes in train mode: statistics need more than one value per channel
-    if (args[4] if len(args) > 4 else training) and x.dim() >= 2 and x.shape[1] and x.numel() // x.shape[1] == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
-
-
-def _check_layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], *args: Any, **kwargs: Any) -> None:
-    shape = tuple(normalized_shape) if isinstance(normalized_shape, (list, tuple, torch.Size)) else (normalized_shape,)
-    if tuple(x.shape[x.dim() - len(shape) :]) != shape:
-        raise RuntimeError(
-            f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], but got input of size{list(x.shape)}"
-        )
-
-
-def _check_group_norm(x: torch.Tensor, num_groups: int, *args: Any, **kwargs: Any) -> None:
-    if x.dim() < 2 or x.shape[1] % num_groups:
-        raise RuntimeError(
-            f"Expected number of channels in input to be divisible by num_groups, but got input of shape {list(x.shape)} and num_groups={num_groups}"
-        )
-
-
-_NORM_CHECKS: dict[Callable[..., Any], Callable[..., None]] = {
-    F.batch_norm: _check_batch_norm,
-    F.layer_norm: _check_layer_norm,
-    F.group_norm: _check_group_norm,
-}
-
-
-# ---------------------------------------------------------------------------- probe speed
-
-
-def _meta_like(x: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like`` for a meta tensor, without its Python reference path (~25x slower per call)."""
-    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
-
-
-_RESIZE_MODES = frozenset({"nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear"})
-
-
-def _meta_interpolate(
-    input: Any,
-    size: Any = None,
-    scale_factor: Any = None,
-    mode: str = "nearest",
-    align_corners: bool | None = None,
-    recompute_scale_factor: bool | None = None,
-    antialias: bool = False,
-) -> torch.Tensor | None:
-    """``F.interpolate`` on a meta tensor, answered from the output size alone; None to let torch run it.
-
-    The meta kernels of the upsampling ops are Python decompositions that
-    cost more than the rest of an SCTNet trace together (half the probe).
-    The output size follows torch's rule: ``size`` as given, else
-    ``floor(side * scale)``. Anything unusual (both or neither of size and
-    scale, recomputed scales, antialias, align_corners with a nearest mode,
-    area and adaptive modes) goes to torch, so its checks and errors stay.
-    """
-    if not isinstance(input, torch.Tensor) or not input.is_meta or input.dim() not in (3, 4, 5):
-        return None
-    if mode not in _RESIZE_MODES or antialias or recompute_scale_factor or (size is None) == (scale_factor is None):
-        return None
-    if align_corners is not None and mode.startswith("nearest"):
-        return None
-    if {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}.get(mode, input.dim()) != input.dim():
-        return None
-    dims = input.dim() - 2
-    values = size if size is not None else scale_factor
-    values = list(values) if isinstance(values, (list, tuple)) else [values] * dims
-    if len(values) != dims:
-        return None
-    if size is not None:
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            return None
-        out = [int(v) for v in values]
-    else:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
-            return None
-        out = [int(side * float(v)) for side, v in zip(input.shape[2:], values, strict=True)]
-        if min(out) < 1:
-            return None
-    return torch.empty((*input.shape[:2], *out), dtype=input.dtype, device="meta")
-
-
-def _meta_same_shape(input: Any, *args: Any, inplace: bool = False, **kwargs: Any) -> torch.Tensor | None:
-    """An elementwise activation on a floating meta tensor: its own shape (the input itself when in place)."""
-    if not isinstance(input, torch.Tensor) or not input.is_meta or not input.is_floating_point():
-        return None
-    options = [*args, *kwargs.values()]
-    if any(isinstance(v, str) and v not in ("none", "tanh") for v in options):  # F.gelu's approximate
-        return None
-    inplace = inplace or any(v is True for v in args)  # F.relu(x, True)
-    return input if inplace else _meta_like(input)
-
-
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    """torch's broadcasting rule (``torch.broadcast_shapes`` is a Python reference, ~50x slower)."""
-    if len(a) < len(b):
-        a, b = b, a
-    b = (1,) * (len(a) - len(b)) + b
-    out = []
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        if x != y and x != 1 and y != 1:
-            raise RuntimeError(
-                f"The size of tensor a ({x}) must match the size of tensor b ({y}) at non-singleton dimension {i}"
-            )
-        out.append(y if x == 1 else x)
-    return tuple(out)
-
-
-def _meta_binary(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
-    """``a + b`` / ``a * b`` on meta tensors: the broadcast shape and the promoted dtype."""
-    if kwargs.get("out") is not None or not isinstance(input, torch.Tensor) or not input.is_meta:
-        return None
-    if isinstance(other, torch.Tensor):
-        if not other.is_meta:
-            return None
-        shape = _broadcast(tuple(input.shape), tuple(other.shape))
-    elif isinstance(other, (int, float)) and not isinstance(other, bool):
-        shape = input.shape
-    else:
-        return None
-    return torch.empty(shape, dtype=torch.result_type(input, other), device="meta")
-
-
-def _meta_binary_(input: Any, other: Any, *args: Any, **kwargs: Any) -> torch.Tensor | None:
-    """``a += b`` on meta tensors: ``a`` itself, when ``b`` broadcasts to it without changing its dtype."""
-    result = _meta_binary(input, other, **kwargs)
-    if result is None or result.shape != input.shape or result.dtype != input.dtype:
-        return None  # torch raises its own error
-    return input  # type: ignore[no-any-return]
-
-
-def _pair(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
-        return value[0], value[1]
-    return None
-
-
-def _meta_conv2d(
-    input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
-) -> torch.Tensor | None:
-    """``conv2d`` on meta tensors from the output-size formula, after torch's channel and group checks.
-
-    The meta kernel's Python shape code is a third of an HRNet trace. Unusual
-    arguments (string padding, a non-4-D input, a mismatch torch must report)
-    go to torch.
-    """
-    if not (isinstance(input, torch.Tensor) and isinstance(weight, torch.Tensor) and input.is_meta and weight.is_meta):
-        return None
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
-    if s is None or p is None or d is None or type(groups) is not int or groups < 1:
-        return None
-    if input.dim() != 4 or weight.dim() != 4 or input.dtype != weight.dtype:
-        return None
-    if input.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
-        return None
-    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
-        return None
-    out = [(input.shape[2 + i] + 2 * p[i] - d[i] * (weight.shape[2 + i] - 1) - 1) // s[i] + 1 for i in range(2)]
-    if min(out) < 1 or min(s) < 1 or min(d) < 1 or min(p) < 0:
-        return None
-    return torch.empty((input.shape[0], weight.shape[0], out[0], out[1]), dtype=input.dtype, device="meta")
-
-
-_SHAPE_RULES: dict[Callable[..., Any], Callable[..., torch.Tensor | None]] = {
-    torch.conv2d: _meta_conv2d,
-    F.conv2d: _meta_conv2d,
-    **dict.fromkeys((torch.Tensor.add_, torch.Tensor.__iadd__, torch.Tensor.mul_, torch.Tensor.__imul__), _meta_binary_),
-    F.interpolate: _meta_interpolate,
-    **dict.fromkeys(
-        (F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
-         torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh),
-        _meta_same_shape,
-    ),
-    **dict.fromkeys(
-        (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.mul, torch.Tensor.mul,
-         torch.Tensor.__mul__, torch.Tensor.__rmul__),
-        _meta_binary,
-    ),
-}  # fmt: skip
-
-
 class _TwoTraces(nn.Module):
     """Both meta traces inside one ``functional_call``: the weights are swapped for meta tensors once, not twice.
 
@@ -445,17 +235,66 @@ class _TwoTraces(nn.Module):
     probe describes the features from the first size alone.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, producers: _Producers) -> None:
         super().__init__()
         self.model = model
+        self.producers = producers
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[list[Leaf], list[Leaf] | None]:
-        leaves = _leaves(self.model(first), first)
+        leaves = _leaves(self.model(first), first, self.producers)
+        self.producers.clear()
         try:
-            later: list[Leaf] | None = _leaves(self.model(second), second)
+            later: list[Leaf] | None = _leaves(self.model(second), second, self.producers)
         except Exception:  # noqa: BLE001 - describe from one size
             later = None
         return leaves, later
+
+
+class _Producers:
+    """Which submodule returned each tensor: forward hooks on every submodule, removed on exit.
+
+    The outermost submodule that returned the tensor itself wins (``layer3``
+    over ``layer3.5``, whose output it also is); a submodule that returned it
+    inside a list or dict counts only when none returned it bare.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.bare: list[tuple[torch.Tensor, str]] = []
+        self.nested: list[tuple[torch.Tensor, str]] = []
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _Producers:
+        for name, module in self.model.named_modules():
+            if name:
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.clear()
+
+    def clear(self) -> None:
+        self.bare.clear()
+        self.nested.clear()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self.bare.append((output, name))
+            else:
+                self.nested.extend((t, name) for _, t in iter_tensors(output))
+
+        return record
+
+    def name_of(self, tensor: torch.Tensor) -> str | None:
+        for records in (self.bare, self.nested):
+            names = [n for t, n in records if t is tensor]
+            if names:
+                return names[-1]  # hooks fire inner first: the last is the outermost
+        return None
 
 
 def _meta_forward_two(
@@ -465,25 +304,25 @@ def _meta_forward_two(
     x1 = torch.empty(shape, dtype=dtype, device="meta")
     x2 = torch.empty(shape2, dtype=dtype, device="meta")
     tensors = _meta_tensors(model, prefix="model.")  # outside the mode: no dispatch for each twin
-    with torch.no_grad(), _ShapeOnlyNorms():
-        return _call(_TwoTraces(model), tensors, x1, x2)  # type: ignore[no-any-return]
+    with torch.no_grad(), ShapeOnly(), _Producers(model) as producers:
+        return _call(_TwoTraces(model, producers), tensors, x1, x2)  # type: ignore[no-any-return]
 
 
 def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
-    with torch.no_grad(), _ShapeOnlyNorms():
+    with torch.no_grad(), ShapeOnly(), _Producers(model) as producers:
         output = _call(model, _meta_tensors(model), x)
-    return _leaves(output, x)
+        return _leaves(output, x, producers)
 
 
 def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
     """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), _Producers(model) as producers:
         output = _call(model, _real_tensors(model), x)
-    return _leaves(output, x)
+        return _leaves(output, x, producers)
 
 
 class _UserExit(RuntimeError):
@@ -520,12 +359,13 @@ def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]
     return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
 
 
-def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:
+def _leaves(output: Any, x: torch.Tensor, producers: _Producers) -> list[Leaf]:
     leaves: list[Leaf] = []
     seen: list[tuple[str, torch.Tensor]] = []
     for path, tensor in iter_tensors(output):
         alias = next((p for p, t in seen if _same_tensor(tensor, t)), None)
-        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
+        module = producers.name_of(tensor)
+        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias, module))
         seen.append((path, tensor))
     if not leaves:
         raise ProbeError(f"the backbone returned no tensor (got {type(output).__name__}); adaptkit needs feature maps")
@@ -606,84 +446,6 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-# ---------------------------------------------------------------------------- failures
-
-
-def _module_names(model: nn.Module) -> dict[int, str]:
-    names: dict[int, str] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        names.setdefault(id(module), name)
-    return names
-
-
-def _crash_site(exc: BaseException, names: dict[int, str]) -> tuple[str, str] | None:
-    """(qualified name, class) of the innermost model module on the failing call stack."""
-    error: BaseException | None = exc
-    for _ in range(8):  # the error, then what it was raised from
-        if error is None:
-            break
-        site = None
-        tb = error.__traceback__
-        while tb is not None:
-            owner = tb.tb_frame.f_locals.get("self")
-            if isinstance(owner, nn.Module) and id(owner) in names:
-                site = (names[id(owner)], type(owner).__name__)
-            tb = tb.tb_next
-        if site is not None:
-            return site
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _root_message(exc: BaseException) -> str:
-    """The original one-line message (torchinfo wraps the model's error in its own)."""
-    while exc.__cause__ is not None and "torchinfo" in str(exc):
-        exc = exc.__cause__
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _where(site: tuple[str, str] | None) -> str:
-    if site is None:
-        return ""
-    name, cls = site
-    return f"in module {name!r} ({cls})" if name else f"in the top-level forward ({cls})"
-
-
-def _crash_error(exc: BaseException, site: tuple[str, str] | None, shape: Shape) -> ProbeError:
-    where = _where(site)
-    message = _shorten(_root_message(exc), 400)
-    at = "x".join(str(d) for d in shape)
-    text = (
-        f"backbone crashed {where} at input {at}: {message}" if where else f"backbone crashed at input {at}: {message}"
-    )
-    return ProbeError(text, module=site[0] if site else None)
-
-
-_META_REASONS: tuple[tuple[str, str], ...] = (
-    (r"item\(\) cannot be called on meta", "calls .item() on a tensor"),
-    (r"torch\.nonzero\(\)|aten::nonzero", "uses a data-dependent op (nonzero / boolean-mask indexing)"),
-    (r"Cannot copy out of meta tensor", "reads tensor values (.tolist(), .cpu())"),
-    (r"to numpy", "converts a tensor to numpy"),
-    (r"not on the expected device", "mixes real tensors that are not parameters or buffers with the input"),
-)
-
-
-def _meta_reason(exc: BaseException, site: tuple[str, str] | None) -> str:
-    """A short reason why the meta trace stopped, for ``ProbeResult.fallback_reason``."""
-    message = _root_message(exc)
-    reason = next((words for pattern, words in _META_REASONS if re.search(pattern, message)), None)
-    if reason is None:
-        op = re.search(r"(aten::\w+).*(?:Meta|meta)", message)
-        reason = f"op {op.group(1)} has no meta kernel" if op else _shorten(message.split(". ")[0], 120)
-    where = _where(site)
-    return f"{where}: {reason}" if where else reason
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
 # ---------------------------------------------------------------------------- layers
 
 
@@ -700,4 +462,4 @@ def _layers(
     try:
         return layer_rows(model, x, tensors, names)
     except Exception as exc:  # noqa: BLE001 - any failure names the module that crashed
-        raise _crash_error(exc, _crash_site(exc, names), shape) from None
+        raise crash_error(exc, crash_site(exc, names), shape) from None

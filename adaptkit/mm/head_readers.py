@@ -17,6 +17,7 @@ from typing import Any
 from adaptkit.core.records import InputSpec, Layout, Stride
 from adaptkit.core.targets import exact
 from adaptkit.errors import TargetError
+from adaptkit.mm.config_values import config_int, config_pair
 
 __all__ = [
     "HEAD_READERS",
@@ -60,7 +61,8 @@ def codec_of(cfg: Any) -> Mapping[str, Any] | None:
         codec = codec[-1]
     if isinstance(codec, Mapping) and "input_size" in codec:
         return codec
-    head = cfg.get("model", {}).get("head", {})
+    model = cfg.get("model")
+    head = model.get("head") if isinstance(model, Mapping) else None
     decoder = head.get("decoder") if isinstance(head, Mapping) else None
     return decoder if isinstance(decoder, Mapping) and "input_size" in decoder else None
 
@@ -77,11 +79,8 @@ def _need(
         raise Unreadable(missing)
 
 
-def size_pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    w, h = value
-    return (int(w), int(h))
+def size_pair(value: Any, key: str = "codec size") -> tuple[int, int]:
+    return config_pair(value, key)
 
 
 def _default(head_type: str, name: str) -> Any:
@@ -108,7 +107,7 @@ def _grid_stride(input_size: tuple[int, int], grid: tuple[int, int]) -> Stride:
     return (exact(input_size[1] / grid[1]), exact(input_size[0] / grid[0]))
 
 
-def _shrink(size: tuple[int, int], factor: int) -> tuple[int, int]:
+def _shrink(size: tuple[int, int], factor: int, head: Mapping[str, Any]) -> tuple[int, int]:
     """A (width, height) heatmap size divided by a deconv head's upsampling; unreadable when not whole."""
     if size[0] % factor or size[1] % factor:
         raise Unreadable([f"head.deconv_out_channels ({size[0]}x{size[1]} heatmaps are not {factor}x a whole grid)"])
@@ -120,34 +119,51 @@ def _heatmap_grid(head: Mapping[str, Any], codec: Mapping[str, Any] | None) -> t
     _need(head, codec, (), ("input_size", "heatmap_size"))
     assert codec is not None  # _need checked it
     up = 2 ** _deconvs(head)
-    return _grid_stride(size_pair(codec["input_size"]), _shrink(size_pair(codec["heatmap_size"]), up)), up
+    return _grid_stride(
+        size_pair(codec["input_size"], "codec.input_size"),
+        _shrink(size_pair(codec["heatmap_size"], "codec.heatmap_size"), up, head),
+    ), up
 
 
 def _read_heatmap(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     _need(head, codec, ("in_channels",))
     stride, up = _heatmap_grid(head, codec)
-    spec = InputSpec(channels=int(head["in_channels"]), stride=stride, layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=stride, layout=Layout.NCHW
+    )
     return HeadReading((spec,), None, None, up, None, True)
 
 
 def _read_cpm(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     _need(head, codec, ("in_channels", "num_stages"))
     stride, up = _heatmap_grid(head, codec)
-    spec = InputSpec(channels=int(head["in_channels"]), stride=stride, layout=Layout.NCHW)
-    return HeadReading((spec,) * int(head["num_stages"]), None, None, up, None, True)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=stride, layout=Layout.NCHW
+    )
+    return HeadReading((spec,) * config_int(head["num_stages"], "model.head.num_stages"), None, None, up, None, True)
 
 
 def _read_mspn(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     """Stages of units; each stage's units run from the coarsest (heatmap stride x 2^(units-1)) to the heatmap's."""
     _need(head, codec, ("num_stages", "num_units", "unit_channels"), ("input_size", "heatmap_size"))
     assert codec is not None
-    stages, units = int(head["num_stages"]), int(head["num_units"])
-    size, heatmap = size_pair(codec["input_size"]), size_pair(codec["heatmap_size"])
+    stages, units = (
+        config_int(head["num_stages"], "model.head.num_stages"),
+        config_int(head["num_units"], "model.head.num_units"),
+    )
+    size, heatmap = (
+        size_pair(codec["input_size"], "codec.input_size"),
+        size_pair(codec["heatmap_size"], "codec.heatmap_size"),
+    )
     per_stage = []
     for j in range(units):
-        grid = _shrink(heatmap, 2 ** (units - 1 - j))
+        grid = _shrink(heatmap, 2 ** (units - 1 - j), head)
         per_stage.append(
-            InputSpec(channels=int(head["unit_channels"]), stride=_grid_stride(size, grid), layout=Layout.NCHW)
+            InputSpec(
+                channels=config_int(head["unit_channels"], "model.head.unit_channels"),
+                stride=_grid_stride(size, grid),
+                layout=Layout.NCHW,
+            )
         )
     return HeadReading(tuple(per_stage) * stages, (units,) * stages, None, 1, None, True)
 
@@ -155,14 +171,18 @@ def _read_mspn(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: s
 def _read_featuremap(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck: str | None) -> HeadReading:
     """SimCC, RTMCC, DSNT/IPR: the flattened grid is fixed by ``in_featuremap_size``."""
     _need(head, codec, ("in_channels", "in_featuremap_size"))
-    size = size_pair(codec["input_size"]) if codec is not None else None
+    size = size_pair(codec["input_size"], "codec.input_size") if codec is not None else None
     if size is None and head.get("input_size") is not None:
-        size = size_pair(head["input_size"])
+        size = size_pair(head["input_size"], "model.head.input_size")
     if size is None:
         raise Unreadable(["codec.input_size"])
-    grid = size_pair(head["in_featuremap_size"])
+    grid = size_pair(head["in_featuremap_size"], "model.head.in_featuremap_size")
     up = 2 ** _deconvs(head) if head["type"] != "RTMCCHead" else 1
-    spec = InputSpec(channels=int(head["in_channels"]), stride=_grid_stride(size, grid), layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"),
+        stride=_grid_stride(size, grid),
+        layout=Layout.NCHW,
+    )
     return HeadReading((spec,), None, grid, up, None, False)
 
 
@@ -174,7 +194,9 @@ def _read_pooled(head: Mapping[str, Any], codec: Mapping[str, Any] | None, neck:
             f"{head['type']} reads a vector and its config has no GlobalAveragePooling neck (neck: {neck}); "
             "adaptkit adapts maps: add neck=dict(type='GlobalAveragePooling') to the config"
         )
-    spec = InputSpec(channels=int(head["in_channels"]), stride=None, layout=Layout.NCHW)
+    spec = InputSpec(
+        channels=config_int(head["in_channels"], "model.head.in_channels"), stride=None, layout=Layout.NCHW
+    )
     return HeadReading((spec,), None, None, 1, neck, False)
 
 
@@ -183,8 +205,10 @@ def _read_bottomup(head: Mapping[str, Any], codec: Mapping[str, Any] | None, nec
     _need(head, codec, ("in_channels",), ("input_size", "heatmap_size"))
     assert codec is not None
     spec = InputSpec(
-        channels=int(head["in_channels"]),
-        stride=_grid_stride(size_pair(codec["input_size"]), size_pair(codec["heatmap_size"])),
+        channels=config_int(head["in_channels"], "model.head.in_channels"),
+        stride=_grid_stride(
+            size_pair(codec["input_size"], "codec.input_size"), size_pair(codec["heatmap_size"], "codec.heatmap_size")
+        ),
         layout=Layout.NCHW,
     )
     return HeadReading((spec,), None, None, 1, None, False)

@@ -21,6 +21,7 @@ import torch.nn as nn
 from adaptkit.core.records import TargetSpec
 from adaptkit.core.targets import DEFAULT_HEATMAP_STRIDE, exact, is_spec, parse_spec_target
 from adaptkit.errors import AdaptkitError, ConfigError, TargetError
+from adaptkit.mm.config_values import config_section
 from adaptkit.mm.head_readers import (
     HEAD_READERS,
     KEPT_NECKS,
@@ -161,7 +162,7 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
     model_cfg = cfg.get("model")
     if not isinstance(model_cfg, Mapping) or "head" not in model_cfg:
         raise TargetError(f"config {name!r} has no model.head; give a pose estimator config")
-    head_cfg = dict(model_cfg["head"])
+    head_cfg = dict(config_section(model_cfg["head"], "model.head"))
     head_type = str(head_cfg.get("type"))
     if model_cfg.get("type") == "PoseLifter":
         refuse_lifting(head_cfg, None, None)
@@ -179,14 +180,14 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
         neck = build_model(neck_cfg) if reading.kept_neck is not None else None
     except ConfigError as exc:
         raise _head_build_error(head_type, exc, head_cfg) from None
-    heatmap = size_pair(codec["heatmap_size"]) if "heatmap_size" in codec else None
+    heatmap = size_pair(codec["heatmap_size"], "codec.heatmap_size") if "heatmap_size" in codec else None
     target = TargetSpec(
         inputs=reading.inputs,
         groups=reading.groups,
         head_type=head_type,
         num_keypoints=_keypoints(head, head_cfg),
         heatmap_size=heatmap,
-        input_size=size_pair(codec["input_size"]),
+        input_size=size_pair(codec["input_size"], "codec.input_size"),
         featuremap_size=reading.featuremap_size,
         head_upsample=exact(reading.head_upsample),
         kept_neck=reading.kept_neck,
@@ -216,7 +217,7 @@ def _target_from_stock(
         raise TargetError(
             f"{unreadable} and config {name!r} has no codec input_size and backbone to probe; pass the target as CHANNELS@STRIDE"
         )
-    width, height = size_pair(codec["input_size"])
+    width, height = size_pair(codec["input_size"], "codec.input_size")
     try:
         body = ConfigBackbone(
             build_model(model_cfg["backbone"]), build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
@@ -238,7 +239,7 @@ def _target_from_stock(
         raise TargetError(
             f"config {name!r} is inconsistent: its head expects {in_channels} channels but its backbone gives {read.channels}"
         )
-    heatmap = size_pair(codec["heatmap_size"]) if "heatmap_size" in codec else None
+    heatmap = size_pair(codec["heatmap_size"], "codec.heatmap_size") if "heatmap_size" in codec else None
     upsample = 1.0
     if heatmap is not None and read.spatial is not None:
         try:
