@@ -45,9 +45,17 @@ BASELINES: dict[str, list[str]] = {
     # bench would measure for minutes with valid values: its --out-dir lies under a file, so it fails fast
     "bench": ["bench", "{tiny}", "--out-dir", "{afile}/sub", "--quick"],
     "doctor": ["doctor", "--port", "{tiny_file}"],
+    # smoke would train with valid values: its FRAGMENT lies under a file, so every run fails fast
+    "smoke": ["smoke", "{afile}/fragment.py"],
 }
 #: options whose random value may be valid and would start long work or write: the value goes under a file
-UNDER_A_FILE = {("bench", "--out-dir"), ("wrap", "--out"), ("port", "path"), ("doctor", "--port")}
+UNDER_A_FILE = {
+    ("bench", "--out-dir"),
+    ("wrap", "--out"),
+    ("port", "path"),
+    ("doctor", "--port"),
+    ("smoke", "fragment"),
+}
 #: values whose valid forms run long (a real benchmark) are fuzzed only where the baseline still fails fast
 SKIP = {("probe", "--layers")}
 
@@ -89,7 +97,7 @@ def _argv(command: str, option: str, value: str, paths: dict[str, str]) -> list[
     positional = not option.startswith("-")
     if positional:
         index = 1 if command != "bench" else 1
-        if command in ("port",) or option in ("source", "path"):
+        if command in ("port", "smoke") or option in ("source", "path", "fragment"):
             argv[index] = value
             return argv
     if option in argv:
