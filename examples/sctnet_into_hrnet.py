@@ -24,8 +24,8 @@ from pathlib import Path
 from adaptkit.cli import main as adaptkit_cli
 
 #: a shorter budget than ``adaptkit smoke``'s default, enough to see the model learn within a few minutes
-DEMO_ITERS = 120
-DEMO_IMAGES = 500
+DEMO_ITERS = 40
+DEMO_IMAGES = 400
 HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
 
 

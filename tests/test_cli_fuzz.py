@@ -45,8 +45,8 @@ BASELINES: dict[str, list[str]] = {
     # bench would measure for minutes with valid values: its --out-dir lies under a file, so it fails fast
     "bench": ["bench", "{tiny}", "--out-dir", "{afile}/sub", "--quick"],
     "doctor": ["doctor", "--port", "{tiny_file}"],
-    # smoke would train with valid values: its FRAGMENT lies under a file, so every run fails fast
-    "smoke": ["smoke", "{afile}/fragment.py"],
+    # smoke would train for minutes on a real fragment: a plain .py that is no pose config fails fast
+    "smoke": ["smoke", "{tiny_file}", "--work-dir", "{afile}/sub"],
 }
 #: options whose random value may be valid and would start long work or write: the value goes under a file
 UNDER_A_FILE = {
@@ -54,7 +54,7 @@ UNDER_A_FILE = {
     ("wrap", "--out"),
     ("port", "path"),
     ("doctor", "--port"),
-    ("smoke", "fragment"),
+    ("smoke", "--work-dir"),
 }
 #: values whose valid forms run long (a real benchmark) are fuzzed only where the baseline still fails fast
 SKIP = {("probe", "--layers")}
@@ -97,7 +97,7 @@ def _argv(command: str, option: str, value: str, paths: dict[str, str]) -> list[
     positional = not option.startswith("-")
     if positional:
         index = 1 if command != "bench" else 1
-        if command in ("port", "smoke") or option in ("source", "path", "fragment"):
+        if command in ("port",) or option in ("source", "path", "fragment"):
             argv[index] = value
             return argv
     if option in argv:

@@ -111,6 +111,7 @@ def test_json_document(net_file, capsys):
     assert list(features) == ["low", "high", "extra.0", "extra.1"]
     assert features["high"] == {
         "path": "high",
+        "module": "body",
         "shape": [2, 16, 16, 16],
         "channels": 16,
         "stride": [4, 4],

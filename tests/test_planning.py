@@ -53,6 +53,7 @@ def feat(
         dtype="float32",
         is_input=is_input,
         alias_of=alias_of,
+        module=None,
     )
 
 
@@ -69,6 +70,7 @@ def vector(path: str, channels: int, batch: int = 2) -> FeatureSpec:
         dtype="float32",
         is_input=False,
         alias_of=None,
+        module=None,
     )
 
 
@@ -526,3 +528,10 @@ def test_plan_accepts_a_probe_result() -> None:
     plan = adaptkit.plan(probed, target(64, 16))
     assert plan.feature.path == "2" and kinds(plan) == [StepKind.SELECT]
     assert plan.input_shape == (1, 3, 128, 128)
+
+
+def test_a_second_stage_takes_its_own_maps_when_strides_tie() -> None:
+    probed = result(feat("0.0", 16, 8), feat("0.1", 16, 4), feat("1.0", 16, 8), feat("1.1", 16, 4))
+    plan = plan_features(probed, inputs((16, 8), (16, 4), (16, 8), (16, 4), groups=(2, 2)))
+    assert [p.feature.path for p in plan.inputs] == ["0.0", "0.1", "1.0", "1.1"]
+    assert all(len(p.steps) == 1 for p in plan.inputs)  # select only: no projection, no resize

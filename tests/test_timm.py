@@ -26,6 +26,11 @@ def test_declared_feature_info_matches_the_probe_and_the_model_still_runs(name):
     declared = list(zip(model.feature_info.channels(), model.feature_info.reduction(), strict=True))
     measured = [(f.channels, f.stride[0]) for f in result.features]
     assert measured == declared
+    modules = [f.module for f in result.features]
+    assert all(modules)
+    if name != "mobilenetv3_small_050":  # its hook-based wrapper declares bn1 where act1 returns the map
+        # timm's FeatureListNet flattens module paths with "_" (stages.0 -> stages_0)
+        assert modules == [n.replace(".", "_") for n in model.feature_info.module_name()]
     with torch.no_grad():
         outputs = model(torch.randn(1, 3, 224, 224))  # the probe left real weights behind
     assert [o.shape[1] for o in outputs] == model.feature_info.channels()

@@ -77,7 +77,7 @@ def _stock_builds(model_cfg: Any) -> bool:
 
 
 def _group(cfg: Any) -> tuple[str, str, str]:
-    from adaptkit.mm.targets import _codec
+    from adaptkit.mm.head_readers import codec_of as _codec
 
     codec = _codec(cfg) or {}
     size = "x".join(str(v) for v in codec.get("input_size", ())) or "-"
@@ -208,7 +208,9 @@ def train_and_predict(fragment: Path, train: bool = True) -> dict[str, Any]:
         model.eval()
         with torch.no_grad():
             predictions = model.test_step(pseudo_collate([val(_data_info(k, size, 3))]))
-    total = float(sum(v for key, v in losses.items() if "loss" in key))
+    total = float(
+        sum(float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in losses.items() if "loss" in key)
+    )
     return dict(loss=total, dropped=dropped, predictions=predictions, k=k, train_error=train_error)
 
 

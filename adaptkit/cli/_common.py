@@ -35,7 +35,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, input_default: str 
     parser.add_argument(
         "source",
         metavar="SOURCE",
-        help="zoo name (sctnet, sctnet-s, sctnet-b), package.module:callable, path/to/file.py:Name, or a config file",
+        help="zoo name (sctnet, sctnet-s, sctnet-b), timm:NAME, package.module:callable, path/to/file.py:Name, or a config file",
     )
     parser.add_argument(
         "--arg",

@@ -21,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check the installed torch/OpenMMLab stack",
         description=(
             "Report the installed versions and every known-bad combination with its fix "
-            "(exit 1 when something is broken). With --port, list the mmcv 1.x / mmseg 0.x imports "
-            "and APIs in a file or folder that mmcv 2.x / mmengine no longer have, with their replacements."
+            "(exit 1 when something is broken). --port is kept as the older spelling of 'adaptkit port'."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

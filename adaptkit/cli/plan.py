@@ -73,7 +73,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     chosen = {p.feature.path for p in adapter_plan.inputs}
     many = len(adapter_plan.inputs) > 1
     side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
-    for column in ("path", "shape", "ch", "stride", "layout", ""):
+    for column in ("path", "module", "shape", "ch", "stride", "layout", ""):
         side.add_column(column)
     for f in result.features:
         mark = "selected" if f.path in chosen else ""
@@ -88,6 +88,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         style = "bold green" if f.path in chosen else None
         side.add_row(
             f.path or "<tensor>",
+            f.module or "",
             format_shape(f.shape),
             str(f.channels),
             format_stride(f.stride),
@@ -104,6 +105,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             note = f"{note}; after the stock {target.kept_neck}".lstrip("; ")
         side.add_row(
             f"{head} expects" + (f" (input {p.index})" if many else ""),
+            "",
             "",
             str(p.out_channels),
             format_stride(wanted.stride) if wanted.stride is not None else "any (pooled)",
@@ -130,5 +132,6 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             )
     console.print(chain)
     for p in adapter_plan.inputs:
-        console.print(f"why {p.feature.path!r}" + (f" for input {p.index}" if many else "") + f": {p.reason}")
+        module = f" ({p.feature.module})" if p.feature.module else ""
+        console.print(f"why {p.feature.path!r}{module}" + (f" for input {p.index}" if many else "") + f": {p.reason}")
     console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")

@@ -58,6 +58,7 @@ def probe_to_dict(result: ProbeResult, source: str) -> dict[str, Any]:
         "features": [
             {
                 "path": f.path,
+                "module": f.module,
                 "shape": list(f.shape),
                 "channels": f.channels,
                 "stride": list(f.stride),
@@ -102,13 +103,23 @@ def render_probe(result: ProbeResult, source: str) -> None:
     console = stdout_console()
     shape = format_shape(result.input_shape)
     table = Table(title=Text(f"{source} at {shape}"), title_justify="left")
-    for column, justify in (("path", "left"), ("shape", "left"), ("channels", "right"), ("stride", "right")):
+    for column, justify in (
+        ("path", "left"), ("module", "left"), ("shape", "left"), ("channels", "right"), ("stride", "right")
+    ):  # fmt: skip
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("layout")
     table.add_column("notes")
     for f in result.features:
         stride = format_stride(f.stride) if f.is_spatial else "-"
-        cells = (f.path or "<tensor>", format_shape(f.shape), str(f.channels), stride, f.layout.value, feature_notes(f))
+        cells = (
+            f.path or "<tensor>",
+            f.module or "",
+            format_shape(f.shape),
+            str(f.channels),
+            stride,
+            f.layout.value,
+            feature_notes(f),
+        )
         table.add_row(*(Text(cell) for cell in cells), style="dim" if f.is_input or f.alias_of is not None else None)
     console.print(table)
 

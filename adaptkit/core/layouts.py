@@ -84,6 +84,7 @@ class Leaf:
     dtype: torch.dtype
     is_input: bool
     alias_of: str | None
+    module: str | None = None  # the submodule that returned it, when a submodule did
 
 
 def describe_leaves(
@@ -132,6 +133,7 @@ def _spec(
         dtype=str(leaf.dtype).removeprefix("torch."),
         is_input=leaf.is_input,
         alias_of=leaf.alias_of,
+        module=leaf.module,
     )
 
 

@@ -387,6 +387,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> AdapterPlan:
         inputs = []
         for p in data["inputs"]:
             f = dict(p["feature"])
+            f.setdefault("module", None)  # plans written before features named their module
             feature = FeatureSpec(**{k: _tuple(v) for k, v in f.items() if k != "layout"}, layout=Layout(f["layout"]))
             steps = tuple(
                 PlanStep(

@@ -445,17 +445,66 @@ class _TwoTraces(nn.Module):
     probe describes the features from the first size alone.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, producers: _Producers) -> None:
         super().__init__()
         self.model = model
+        self.producers = producers
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> tuple[list[Leaf], list[Leaf] | None]:
-        leaves = _leaves(self.model(first), first)
+        leaves = _leaves(self.model(first), first, self.producers)
+        self.producers.clear()
         try:
-            later: list[Leaf] | None = _leaves(self.model(second), second)
+            later: list[Leaf] | None = _leaves(self.model(second), second, self.producers)
         except Exception:  # noqa: BLE001 - describe from one size
             later = None
         return leaves, later
+
+
+class _Producers:
+    """Which submodule returned each tensor: forward hooks on every submodule, removed on exit.
+
+    The outermost submodule that returned the tensor itself wins (``layer3``
+    over ``layer3.5``, whose output it also is); a submodule that returned it
+    inside a list or dict counts only when none returned it bare.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.bare: list[tuple[torch.Tensor, str]] = []
+        self.nested: list[tuple[torch.Tensor, str]] = []
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _Producers:
+        for name, module in self.model.named_modules():
+            if name:
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.clear()
+
+    def clear(self) -> None:
+        self.bare.clear()
+        self.nested.clear()
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self.bare.append((output, name))
+            else:
+                self.nested.extend((t, name) for _, t in iter_tensors(output))
+
+        return record
+
+    def name_of(self, tensor: torch.Tensor) -> str | None:
+        for records in (self.bare, self.nested):
+            names = [n for t, n in records if t is tensor]
+            if names:
+                return names[-1]  # hooks fire inner first: the last is the outermost
+        return None
 
 
 def _meta_forward_two(
@@ -465,25 +514,25 @@ def _meta_forward_two(
     x1 = torch.empty(shape, dtype=dtype, device="meta")
     x2 = torch.empty(shape2, dtype=dtype, device="meta")
     tensors = _meta_tensors(model, prefix="model.")  # outside the mode: no dispatch for each twin
-    with torch.no_grad(), _ShapeOnlyNorms():
-        return _call(_TwoTraces(model), tensors, x1, x2)  # type: ignore[no-any-return]
+    with torch.no_grad(), _ShapeOnlyNorms(), _Producers(model) as producers:
+        return _call(_TwoTraces(model, producers), tensors, x1, x2)  # type: ignore[no-any-return]
 
 
 def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
     """The forward on the meta device; the model's own tensors are never read or written."""
     x = torch.empty(shape, dtype=dtype, device="meta")
-    with torch.no_grad(), _ShapeOnlyNorms():
+    with torch.no_grad(), _ShapeOnlyNorms(), _Producers(model) as producers:
         output = _call(model, _meta_tensors(model), x)
-    return _leaves(output, x)
+        return _leaves(output, x, producers)
 
 
 def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
     """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
     x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), _Producers(model) as producers:
         output = _call(model, _real_tensors(model), x)
-    return _leaves(output, x)
+        return _leaves(output, x, producers)
 
 
 class _UserExit(RuntimeError):
@@ -520,12 +569,13 @@ def _real_tensors(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]
     return swapped(model, lambda t: t.detach().clone(), prefix=prefix)
 
 
-def _leaves(output: Any, x: torch.Tensor) -> list[Leaf]:
+def _leaves(output: Any, x: torch.Tensor, producers: _Producers) -> list[Leaf]:
     leaves: list[Leaf] = []
     seen: list[tuple[str, torch.Tensor]] = []
     for path, tensor in iter_tensors(output):
         alias = next((p for p, t in seen if _same_tensor(tensor, t)), None)
-        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias))
+        module = producers.name_of(tensor)
+        leaves.append(Leaf(path, tuple(tensor.shape), tensor.dtype, _same_tensor(tensor, x), alias, module))
         seen.append((path, tensor))
     if not leaves:
         raise ProbeError(f"the backbone returned no tensor (got {type(output).__name__}); adaptkit needs feature maps")

@@ -99,6 +99,7 @@ class FeatureSpec:
     dtype: str
     is_input: bool  # the input image passed straight through
     alias_of: str | None  # path of an earlier output that is the same tensor
+    module: str | None  # the submodule whose forward returned it (e.g. layer3); None: made in the top forward
 
     @property
     def is_spatial(self) -> bool:

@@ -197,7 +197,7 @@ def build_config_backbone(source: str) -> ConfigBackbone:
     if not isinstance(model_cfg, Mapping) or "backbone" not in model_cfg:
         raise ConfigError(f"config {source!r} has no model.backbone to probe")
     from adaptkit.mm.config_values import config_section
-    from adaptkit.mm.targets import KEPT_NECKS
+    from adaptkit.mm.head_readers import KEPT_NECKS
 
     backbone_cfg = config_section(model_cfg["backbone"], "model.backbone")
     neck_cfg = model_cfg.get("neck")

@@ -1,0 +1,182 @@
+"""Does an adapted backbone learn? Held-out AP at equal CPU time, against the stock model.
+
+Each variant trains with ``adaptkit smoke``'s Runner on the same synthetic
+COCO task (same images, same schedule shape, same seed) for as many
+iterations as fit into ``--budget`` seconds of this process's CPU time
+(``time.process_time()``: other work on the machine does not count), then
+scores the same held-out split with the stock COCO metric.
+
+Variants: mmpose's stock HRNet-W32 config; SCTNet-B wrapped into it (the
+shipped fragment); torchvision's ResNet-50 (c2..c5) wrapped into it with
+the closest feature (c2, stride 4) and with the deepest (c5, stride 32).
+
+    python benchmarks/learning.py [--budget 300] [--threads 2] [--only sctnet-b,...]
+
+Writes benchmarks/results/learning-<device>.json and .png, and prints a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _device import cpu_name, slug  # noqa: E402
+
+HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
+RESNET50 = f"{ROOT / 'examples' / 'torchvision_backbone.py'}:resnet50_features"
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: str
+    params_m: float
+    cpu_s_per_iter: float
+    iters: int
+    cpu_seconds: float
+    wall_seconds: float
+    ap: float
+    ap50: float
+
+
+def fragments(work: Path) -> dict[str, str]:
+    """Each variant's config: the stock one, the shipped SCTNet-B fragment, and two ResNet-50 wraps."""
+    from adaptkit.mm.fragments import wrap_config
+
+    out = {"hrnet-w32 (stock)": HRNET, "sctnet-b": str(ROOT / "adapters" / "sctnet-b_hrnet-w32_coco-256x192.py")}
+    for policy, select in (("closest", "c2"), ("deepest", "c5")):
+        path = work / f"resnet50_{policy}.py"
+        wrap_config(RESNET50, HRNET, path, select=select, force=True)
+        out[f"resnet-50 {select} ({policy})"] = str(path)
+    return out
+
+
+def cpu_seconds_per_iter(config: str, batch: int, steps: int = 3) -> tuple[float, float]:
+    """CPU seconds of one training step at ``batch`` (median of ``steps`` after one warm-up), and params (M)."""
+    from mmengine.structures import InstanceData, PixelData
+    from mmpose.structures import PoseDataSample
+
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    model = build_model(load_config(config).model)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.randn(batch, 3, 256, 192)
+    samples = []
+    for _ in range(batch):
+        sample = PoseDataSample()
+        sample.gt_fields = PixelData(heatmaps=torch.rand(17, 64, 48))
+        sample.gt_instance_labels = InstanceData(keypoint_weights=torch.ones(1, 17))
+        sample.set_metainfo(dict(input_size=(192, 256), flip_indices=list(range(17))))
+        samples.append(sample)
+    times = []
+    for _ in range(steps + 1):
+        started = time.process_time()
+        loss = model(x, samples, mode="loss")["loss_kpt"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.process_time() - started)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return sorted(times[1:])[len(times[1:]) // 2], params
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    from adaptkit.mm.smoke import SmokeSettings, run_smoke
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="adaptkit-learning-") as tmp:
+        work = Path(tmp)
+        variants = fragments(work)
+        for name, config in variants.items():
+            if args.only and not any(o in name for o in args.only.split(",")):
+                continue
+            per_iter, params = cpu_seconds_per_iter(config, args.batch)
+            iters = max(1, int(args.budget / per_iter))
+            settings = SmokeSettings(iters=iters, images=args.images, batch=args.batch, val_images=args.val_images)
+            result = run_smoke(config, work / slug(name), settings)
+            row = Row(
+                variant=name, params_m=round(params, 2), cpu_s_per_iter=round(per_iter, 3), iters=iters,
+                cpu_seconds=round(result.cpu_seconds, 1), wall_seconds=round(result.seconds, 1),
+                ap=round(result.metrics["coco/AP"], 3), ap50=round(result.metrics["coco/AP .5"], 3),
+            )  # fmt: skip
+            print(json.dumps(asdict(row)), file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
+def render(rows: list[Row], args: argparse.Namespace, device: str) -> str:
+    lines = [
+        f"{device}, torch {torch.__version__}, budget {args.budget:.0f} CPU s per variant, batch {args.batch}",
+        "",
+        "| variant | params (M) | CPU s / iter | iters in budget | held-out AP | AP .5 | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.variant} | {r.params_m} | {r.cpu_s_per_iter} | {r.iters} | {r.ap:.3f} | {r.ap50:.3f} | {r.wall_seconds:.0f} |"
+        )
+    stock = next((r for r in rows if "stock" in r.variant), None)
+    sct = next((r for r in rows if r.variant == "sctnet-b"), None)
+    if stock and sct and stock.ap > 0:
+        lines += ["", f"SCTNet-B reaches {100 * sct.ap / stock.ap:.0f}% of stock HRNet-W32's AP at equal CPU time."]
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.barh([r.variant for r in rows], [r.ap for r in rows], color="tab:blue")
+    for i, r in enumerate(rows):
+        ax.text(r.ap + 0.01, i, f"{r.ap:.3f} ({r.iters} it)", va="center")
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("held-out AP (synthetic COCO) at equal CPU time")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per variant")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--val-images", type=int, default=100)
+    parser.add_argument("--only", help="comma-separated parts of variant names to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.budget <= 0 or args.threads < 1:
+        parser.error("--budget and --threads must be positive")
+    rows = run(args)
+    device = f"{cpu_name()} ({args.threads} threads)"
+    table = render(rows, args, device)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"learning-{slug(device)}"
+    stem.with_suffix(".json").write_text(
+        json.dumps({"device": device, "budget": args.budget, "rows": [asdict(r) for r in rows]}, indent=2)
+    )
+    if rows:
+        plot(rows, stem.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
