@@ -48,12 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _printable(text: str) -> str:
-    """Undecodable bytes of file names (surrogates) escaped, so printing never fails."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """Undecodable bytes of file names (surrogates) and control characters escaped.
+
+    Printing never fails, and user text cannot break the one error line
+    (``\x1e`` or ``\u2028`` are line breaks to many readers).
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _fail(command: str, message: str, code: int) -> int:
-    line = " ".join(_printable(message).split())
+    line = _printable(" ".join(message.split()))  # whitespace runs (newlines too) become one space
     try:
         print(f"adaptkit {command}: {line}", file=sys.stderr)
     except (OSError, ValueError):  # stderr closed: the exit code still tells
