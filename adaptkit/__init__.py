@@ -31,6 +31,7 @@ from adaptkit.errors import (
     PlanError,
     PortError,
     ProbeError,
+    ShapeMismatchError,
     SourceError,
     TargetError,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "ConfigError",
     "BenchError",
     "PortError",
+    "ShapeMismatchError",
 ]
 
 _LAZY = {

@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "BenchError",
     "PortError",
+    "ShapeMismatchError",
     "Terminated",
     "describe_failure",
     "is_user_failure",
@@ -86,6 +87,10 @@ class BenchError(AdaptkitError, ValueError):
 
 class PortError(AdaptkitError, ValueError):
     """A port check target that is missing or not Python source."""
+
+
+class ShapeMismatchError(AdaptkitError, RuntimeError):
+    """A tensor reached a built adapter with a shape its plan cannot take (at run time, not at planning)."""
 
 
 class Terminated(BaseException):

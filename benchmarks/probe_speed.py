@@ -20,14 +20,16 @@ import argparse
 import functools
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 import adaptkit
-from adaptkit.bench import environment, measure
+from adaptkit.bench import Environment, environment, measure
 from adaptkit.bench.request import parse_inputs
 from adaptkit.bench.timing import slug
 from adaptkit.errors import AdaptkitError
@@ -95,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                     samples=dict(probe=probe.samples, torchinfo=info.samples),
                 )
             )
-            print(f"{name} {shape}: probe {probe.median_ms:.1f} ms, torchinfo {info.median_ms:.1f} ms", file=sys.stderr)
+            flags = "; ".join(rows[-1]["flags"]) or "not flagged"
+            print(
+                f"{name} {shape}: probe {probe.median_ms:.1f} ms (IQR {probe.iqr_ms:.1f}), torchinfo "
+                f"{info.median_ms:.1f} ms (IQR {info.iqr_ms:.1f}), {rows[-1]['speedup_vs_torchinfo']:.1f}x ({flags})",
+                file=sys.stderr,
+            )
+            _write(args.out, env, args.budget, rows)  # after every row: a long run stopped early keeps its rows
 
     def sec(value: float | None, iqr: float | None) -> str:
         return "-" if value is None else f"{value:.3f} s ± {(iqr or 0) / 2:.3f}"
@@ -119,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
             + ("*" if r["flags"] else ""),
         )
     Console(width=160).print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"probe_speed-cpu-{slug(env.device_name)}.json"
-    document = dict(environment=env.__dict__, torch=torch.__version__, budget_s=args.budget, rows=rows)
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {_write(args.out, env, args.budget, rows)}")
     return 0
+
+
+def _write(out: Path, env: Environment, budget: float, rows: list[dict[str, Any]]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"probe_speed-cpu-{slug(env.device_name)}.json"
+    document = dict(environment=asdict(env), torch=torch.__version__, budget_s=budget, rows=rows)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -106,8 +106,8 @@ def test_cuda_without_a_gpu_is_refused():
 
 def test_cell_count_follows_the_request():
     request = make_request(device="cpu", batches="1,8", inputs="64x64,128x128", quick=True)
-    # neck/head variants per target (5, or 4 without naive-resize) at 4 (size, batch) pairs, the estimator at one
-    assert count_cells(request, [5, 4]) == 4 * 5 + 4 * 4 + 2 * 2
+    # neck/head variants per target (5, 4) at 4 (size, batch) pairs, the estimator variants (2, 1) at one
+    assert count_cells(request, [(5, 2), (4, 1)]) == 4 * 5 + 4 * 4 + 2 + 1
 
 
 def test_out_dir_is_checked_before_anything_runs(tmp_path):
@@ -331,3 +331,19 @@ def test_cli_refuses_an_input_the_feature_stride_does_not_divide(run_cli, tmp_pa
     assert code == 2 and err.count("\n") == 1
     assert "input 100x100 is not a multiple of the feature stride 8x8" in err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_rtmcc_target_is_timed_planned_only_at_the_size_its_head_takes(run_cli, tmp_path):
+    code, out, err = run_cli(
+        "bench", "sctnet-s", "--target", "hrnet", "--target", "rtmpose", "--device", "cpu", "--batch", "1",
+        "--input", "64x64,256x192", "--no-estimator", "--budget", "0.05", "--no-plot", "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    cells = {(m["target"], tuple(m["input_hw"]), m["variant"]) for m in doc["measurements"]}
+    assert {v for t, hw, v in cells if t == "rtmpose"} == {"head", "planned"}  # no fused, no heatmap hand fix
+    assert {hw for t, hw, v in cells if t == "rtmpose"} == {(256, 192)}
+    assert ("hrnet", (64, 64), "fused") in cells and list(doc["fusion"]) == ["hrnet"]
+    assert any(n.startswith("rtmpose: not timed at 64x64") for n in doc["notes"])
+    assert "rtmpose: fuse does not fold this head, so it is timed planned only" in doc["notes"]

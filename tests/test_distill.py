@@ -264,7 +264,7 @@ def test_distill_head_refuses_what_it_cannot_do(
     lost = dict(distill_cfg, teacher_select="3")
     with pytest.raises(BuildError, match="teacher returns: 0"):
         build_student(lost).auxiliary_head.teacher_feature(torch.zeros(*INPUT))
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         DistillHead(teacher_config=str(config), teacher_checkpoint=str(tmp_path / "missing.pth"))
 
 

@@ -89,7 +89,7 @@ def test_runner_trains_tests_and_predicts_sctnet_into_hrnet(tmp_path):
     model = init_model(str(shipped_fragment("sctnet-s", HRNET)), None, device="cpu")
     report = load_checkpoint(model, {"state_dict": state})
     assert report.complete and len(report.loaded) == len(state)
-    image = next((tmp_path / "data" / "images").glob("*.jpg"))
+    image = next((tmp_path / "data" / "val").glob("*.jpg"))  # the held-out split
     results = inference_topdown(model, str(image))
     assert results[0].pred_instances.keypoints.shape == (1, 17, 2)
 
@@ -159,4 +159,5 @@ def test_plan_json_round_trips(run_cli):
     document = json.loads(out)
     plan = plan_from_dict(document)
     assert plan.feature.path == "0" and plan.out_channels == 32
-    assert [s["kind"] for s in document["steps"]] == ["select", "project", "resize"]
+    assert [s["kind"] for s in document["inputs"][0]["steps"]] == ["select", "project", "resize"]
+    assert plan_from_dict(json.loads(json.dumps(document))) == plan  # JSON and back: the same record

@@ -528,3 +528,10 @@ def test_plan_accepts_a_probe_result() -> None:
     plan = adaptkit.plan(probed, target(64, 16))
     assert plan.feature.path == "2" and kinds(plan) == [StepKind.SELECT]
     assert plan.input_shape == (1, 3, 128, 128)
+
+
+def test_a_second_stage_takes_its_own_maps_when_strides_tie() -> None:
+    probed = result(feat("0.0", 16, 8), feat("0.1", 16, 4), feat("1.0", 16, 8), feat("1.1", 16, 4))
+    plan = plan_features(probed, inputs((16, 8), (16, 4), (16, 8), (16, 4), groups=(2, 2)))
+    assert [p.feature.path for p in plan.inputs] == ["0.0", "0.1", "1.0", "1.1"]
+    assert all(len(p.steps) == 1 for p in plan.inputs)  # select only: no projection, no resize

@@ -109,3 +109,42 @@ def test_probe_on_meta_matches_a_real_forward():
     real = adaptkit.probe(model, (2, 3, 64, 48), mode="real")
     assert [f.shape for f in result.features] == [f.shape for f in real.features] == [(2, 8, 32, 24), (2, 8, 64, 48)]
     assert [f.stride for f in result.features] == [(2, 2), (1, 1)]
+
+
+def test_broadcast_follows_torch():
+    from adaptkit.core.probing import _broadcast
+
+    for a, b in [((2, 3, 4), (3, 1)), ((1,), (5, 1, 7)), ((), (2, 2)), ((4, 1), (1, 6)), ((0, 3), (1, 3))]:
+        assert _broadcast(a, b) == tuple(torch.broadcast_shapes(a, b))
+    with pytest.raises(RuntimeError, match="must match"):
+        _broadcast((2, 3), (4, 3))
+
+
+@pytest.mark.slow
+def test_probe_speed_script_times_probe_and_torchinfo_side_by_side(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    script = ROOT / "benchmarks" / "probe_speed.py"
+    argv = [
+        "--backbone",
+        "sctnet-b",
+        "--shape",
+        "1x3x64x64",
+        "--no-forward",
+        "--budget",
+        "0.05",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp_path.glob("probe_speed-cpu-*.json")
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["backbone"] == "SCTNet-B" and row["input"] == "1x3x64x64" and row["probe_mode"] == "meta"
+    assert row["samples"]["probe"] >= 4 and row["samples"]["torchinfo"] >= 4
+    assert row["speedup_low"] <= row["speedup_vs_torchinfo"] <= row["speedup_high"]
+    assert row["forward_s"] is None

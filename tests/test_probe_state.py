@@ -229,6 +229,7 @@ def test_cuda_without_cuda_says_so():
         probe(nn.Conv2d(3, 8, 3), (1, 3, 32, 32), device="cuda")
 
 
+@pytest.mark.slow  # real timm models at 224x224, both modes, then a backward (~10-60 s each on 2 cores)
 @pytest.mark.parametrize("model_name", ["coat_lite_tiny", "levit_128s", "efficientformer_l1", "resnet18"])
 def test_real_timm_models_are_left_untouched(model_name):
     timm = pytest.importorskip("timm", reason="timm is not installed (the learning work adds it)")

@@ -450,3 +450,33 @@ def test_pose_lifting_is_refused_in_one_line() -> None:
     config = zoo("body_3d_keypoint/pose_lift/h36m/pose-lift_simplebaseline3d_8xb64-200e_h36m.py")
     with pytest.raises(TargetError, match="^TemporalRegressionHead is a 3D pose-lifting head: it consumes 2D keypoint"):
         target_from_config(config)
+
+
+# ---------------------------------------------------------------------------- bad input on the command line
+
+
+def test_wrap_with_an_unknown_head_says_which_fields_and_writes_nothing(tmp_path: Path, run_cli) -> None:
+    text = resnet18_config("dict(type='MysteryHead', in_channels=32)").replace(
+        "dict(type='ResNet', depth=18)", "dict(type='NoSuchNet')"
+    )
+    config = write_config(tmp_path, text)
+    out = tmp_path / "fragment.py"
+    code, stdout, stderr = run_cli("wrap", "sctnet-s", "--target", config, "--out", str(out))
+    assert code == 2 and not out.exists() and stdout == ""
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert "cannot read head MysteryHead (fields: type: not a head type adaptkit reads)" in stderr
+
+
+def test_wrap_refuses_pose_lifting_in_one_line(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "fragment.py"
+    config = zoo("body_3d_keypoint/pose_lift/h36m/pose-lift_simplebaseline3d_8xb64-200e_h36m.py")
+    code, _, stderr = run_cli("wrap", "sctnet-s", "--target", config, "--out", str(out))
+    assert code == 2 and not out.exists() and len(stderr.strip().splitlines()) == 1
+    assert "3D pose-lifting head" in stderr
+
+
+def test_doctor_names_the_packages_a_config_pipeline_needs(run_cli) -> None:
+    fragment = str(Path(__file__).resolve().parents[1] / "adapters" / "sctnet-b_rtmpose-m_coco-256x192.py")
+    _, stdout, _ = run_cli("doctor", "--config", fragment)
+    assert "train_pipeline uses mmdet.YOLOXHSVRandomAug, which needs mmdet (not installed)" in stdout
+    assert "train_pipeline uses Albumentation, which needs albumentations (not installed)" in stdout

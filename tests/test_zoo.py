@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from adaptkit.errors import AdaptkitError
 pytestmark = pytest.mark.slow
 
 SOURCE = "sctnet-b"
+#: train a step for every (head type, codec, input size) group, not one per (head type, codec)
+TRAIN_EVERY_SIZE = os.environ.get("ADAPTKIT_ZOO_TRAIN_EVERY_SIZE") == "1"
 #: served / stock-buildable, as the issue asks
 MIN_SERVED = 0.97
 
@@ -74,7 +77,7 @@ def _stock_builds(model_cfg: Any) -> bool:
 
 
 def _group(cfg: Any) -> tuple[str, str, str]:
-    from adaptkit.mm.targets import _codec
+    from adaptkit.mm.head_readers import codec_of as _codec
 
     codec = _codec(cfg) or {}
     size = "x".join(str(v) for v in codec.get("input_size", ())) or "-"
@@ -167,8 +170,8 @@ def _data_info(k: int, size: tuple[int, int], seed: int) -> dict[str, Any]:
     )
 
 
-def train_and_predict(name: str, fragment: Path) -> dict[str, Any]:
-    """Build the model from ``fragment``, one optimiser step on two synthetic samples, then predict."""
+def train_and_predict(fragment: Path, train: bool = True) -> dict[str, Any]:
+    """Build the model from ``fragment``, one optimiser step on two synthetic samples (``train``), then predict."""
     from mmengine.dataset import pseudo_collate
     from mmengine.optim import OptimWrapper
 
@@ -191,20 +194,23 @@ def train_and_predict(name: str, fragment: Path) -> dict[str, Any]:
                 dict(type="BottomupGetHeatmapMask"),
                 dict(type="PackPoseInputs"),
             ]
-        train, dropped = _pipeline(steps)
+        pipeline, dropped = _pipeline(steps)
         val, _ = _pipeline(cfg.val_dataloader.dataset.pipeline)
         train_error = None
         losses: dict[str, Any] = {}
         try:
-            batch = pseudo_collate([train(_data_info(k, size, seed)) for seed in (1, 2)])
-            optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4))
-            losses = model.train_step(batch, optim)
+            if train:
+                batch = pseudo_collate([pipeline(_data_info(k, size, seed)) for seed in (1, 2)])
+                optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4))
+                losses = model.train_step(batch, optim)
         except Exception as exc:  # compared with the stock model on the same data by the caller
             train_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         model.eval()
         with torch.no_grad():
             predictions = model.test_step(pseudo_collate([val(_data_info(k, size, 3))]))
-    total = float(sum(v for key, v in losses.items() if "loss" in key))
+    total = float(
+        sum(float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in losses.items() if "loss" in key)
+    )
     return dict(loss=total, dropped=dropped, predictions=predictions, k=k, train_error=train_error)
 
 
@@ -217,7 +223,9 @@ def render(rows: list[Row], trained: dict[tuple[str, str, str], str]) -> str:
     lines = [
         f"2D configs: {len(two_d)}; served {len(served)} ({len(served) / len(two_d):.1%}); "
         f"stock model builds here: {len(buildable)}, of which served {len(served_buildable)} "
-        f"({len(served_buildable) / max(1, len(buildable)):.1%}); trained one step in {len(trained)} groups",
+        f"({len(served_buildable) / max(1, len(buildable)):.1%}); built from the fragment and predicted in "
+        f"{len(trained)} (head, codec, input size) groups, "
+        f"{sum('predict only' not in c for c in trained.values())} of them after a training step",
         "",
         "| head type | served / configs | refused because |",
         "|---|---|---|",
@@ -236,7 +244,9 @@ def render(rows: list[Row], trained: dict[tuple[str, str, str], str]) -> str:
 def test_every_zoo_config_is_served_or_refused_in_one_line(tmp_path: Path) -> None:
     from adaptkit.mm.fragments import wrap_config
 
+    started = time.perf_counter()
     rows = walk_zoo(tmp_path)
+    walked = time.perf_counter() - started
     for row in rows:
         if row.refusal is not None:
             assert "\n" not in row.refusal, row.config
@@ -251,29 +261,97 @@ def test_every_zoo_config_is_served_or_refused_in_one_line(tmp_path: Path) -> No
             assert row.head in row.refusal or "needs" in row.refusal, row.refusal
 
     trained: dict[tuple[str, str, str], str] = {}
+    started = time.perf_counter()
     for row in two_d:
         if row.refusal is not None or row.group in trained:
             continue
+        # one training step per (head type, codec); every other input size of it is built and predicts
+        train = TRAIN_EVERY_SIZE or not any(
+            g[:2] == row.group[:2] and "predict only" not in c for g, c in trained.items()
+        )
         fragment = tmp_path / f"{len(trained)}.py"
         wrap_config(SOURCE, row.config, fragment)
-        result = train_and_predict(row.config, fragment)
-        note = ""
+        result = train_and_predict(fragment, train=train)
+        note = "" if train else " (predict only)"
         if result["train_error"] is not None:  # the stock model, on the same synthetic data, must fail the same way
             from adaptkit.mm.openmmlab import config_path
 
             assert row.stock_builds, (row.config, result["train_error"])
-            stock = train_and_predict(row.config, config_path(row.config))
+            stock = train_and_predict(config_path(row.config), train=True)
             assert stock["train_error"] == result["train_error"], (row.config, result["train_error"])
             note = f" (no training step: the stock model fails the same way here, {result['train_error']})"
-        else:
+        elif train:
             assert math.isfinite(result["loss"]) and result["loss"] > 0, (row.config, result["loss"])
         assert len(result["predictions"]) == 1, row.config
         keypoints = result["predictions"][0].pred_instances.keypoints
-        assert keypoints.shape[-2:] == (result["k"], 2), (row.config, keypoints.shape)
+        assert keypoints.ndim == 3 and keypoints.shape[-1] == 2, (row.config, keypoints.shape)
         if result["dropped"]:
             note += f" (left out of the pipeline, not installed: {', '.join(result['dropped'])})"
         trained[row.group] = row.config + note
     print()
     print(render(rows, trained))
     for group, config in sorted(trained.items()):
-        print(f"trained: {' / '.join(group)}: {config}")
+        print(f"built: {' / '.join(group)}: {config}")
+    print(f"walk {walked:.0f} s, build/train/predict {time.perf_counter() - started:.0f} s")
+
+
+def test_every_stock_backbone_plans_into_its_own_head_without_projection_or_resize() -> None:
+    """``adaptkit plan CONFIG --target CONFIG``, one config per (backbone, neck, head) whose backbone builds here."""
+    from adaptkit.api import plan
+    from adaptkit.core.records import StepKind
+    from adaptkit.mm.openmmlab import build_config_backbone, load_config
+    from adaptkit.mm.targets import target_from_config
+
+    seen: set[tuple[str, ...]] = set()
+    checked, skipped = [], []
+    for name in zoo_configs():
+        if "body_3d" in name:
+            continue
+        cfg = load_config(name)
+        key = tuple(_types(cfg.model))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            source = build_config_backbone(name)
+            target = target_from_config(name)
+        except AdaptkitError as exc:  # a backbone (or head) from a package that is not installed
+            skipped.append(f"{name}: {exc}")
+            continue
+        adapter_plan = plan(source, target)
+        kinds = [s.kind for p in adapter_plan.inputs for s in p.steps]
+        assert StepKind.PROJECT not in kinds and StepKind.RESIZE not in kinds, (name, adapter_plan.inputs)
+        checked.append(name)
+    print(f"\nplanned into their own heads with no projection or resize: {len(checked)} (backbone, neck, head) kinds")
+    for line in skipped:
+        print(f"not built here: {line}")
+    assert len(checked) >= 30
+
+
+@pytest.mark.parametrize(
+    ("fragment", "head"),
+    [("sctnet-b_rtmpose-m_coco-256x192.py", "RTMCCHead"), ("sctnet-b_simcc-res50_coco-256x192.py", "SimCCHead")],
+)
+def test_fuse_refuses_a_head_it_cannot_fold_by_name(fragment: str, head: str) -> None:
+    import adaptkit
+    from adaptkit.errors import FuseError
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    model = build_model(load_config(Path(__file__).resolve().parents[1] / "adapters" / fragment).model)
+    model.eval()
+    with pytest.raises(FuseError, match=f"does not know the head {head}"):
+        adaptkit.fuse(model)
+
+
+def test_fuse_refuses_a_multi_input_adapter_naming_the_head(tmp_path: Path) -> None:
+    import adaptkit
+    from adaptkit.errors import FuseError
+    from adaptkit.mm.fragments import wrap_config
+    from adaptkit.mm.openmmlab import build_model, load_config
+
+    fragment = tmp_path / "cpm.py"
+    wrap_config(SOURCE, "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_cpm_8xb64-210e_coco-256x192.py", fragment)
+    model = build_model(load_config(fragment).model)
+    model.eval()
+    with pytest.raises(FuseError, match="fuse cannot fold the adapter into CPMHead: its MultiShapeAdapter"):
+        adaptkit.fuse(model)

@@ -8,6 +8,7 @@ records; it never prints (``progress`` is told what runs next).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import tempfile
 import time
@@ -22,7 +23,7 @@ import torch.nn as nn
 from adaptkit.bench.request import TARGETS, BenchRequest, resolve_target
 from adaptkit.bench.timing import Environment, Measurement, environment, measure
 from adaptkit.bench.timing import slug as _slug
-from adaptkit.errors import AdaptkitError, BenchError
+from adaptkit.errors import AdaptkitError, BenchError, FuseError
 
 if TYPE_CHECKING:
     from adaptkit.core.adapter import ShapeAdapter
@@ -47,10 +48,6 @@ class Variant(str, enum.Enum):
     ESTIMATOR_FUSED = "estimator-fused"  # backbone + fused adapter and head
 
 
-NECK_HEAD_VARIANTS = (Variant.HEAD, Variant.NAIVE_HEAD, Variant.NAIVE_RESIZE, Variant.PLANNED, Variant.FUSED)
-ESTIMATOR_VARIANTS = (Variant.ESTIMATOR, Variant.ESTIMATOR_FUSED)
-
-
 @dataclass(frozen=True)
 class BenchResult:
     request: BenchRequest
@@ -72,7 +69,7 @@ class _Target:
 
     name: str
     model: Any  # the mmpose estimator with the planned adapter
-    fused: Any  # adaptkit.fuse(model)
+    fused: Any  # adaptkit.fuse(model); None when fuse does not know the head (SimCC, RTMCC)
     adapter: ShapeAdapter  # model.neck
     naive_head: nn.Module | None  # None when the head has no hand fix (its output is not one heatmap)
     resize_first: nn.Module | None  # the adapter in resize-then-project order; None when it does not resize
@@ -122,8 +119,11 @@ def _build_target(source: str, spec: str, workdir: Path, device: torch.device, c
         ).to(device)
         resize_first.load_state_dict(adapter.state_dict())
         resize_first.eval()
-    fused = fuse(model, channels_last=channels_last)
-    return _Target(name, model, fused, adapter, naive_head, resize_first, plan_fusion(model))
+    try:
+        fused, plan = fuse(model, channels_last=channels_last), plan_fusion(model)
+    except FuseError:  # a head fuse cannot fold: time it planned only
+        fused, plan = None, None
+    return _Target(name, model, fused, adapter, naive_head, resize_first, plan)
 
 
 @dataclass
@@ -186,27 +186,35 @@ def _inputs(target: _Target, shapes: _Shapes, hw: tuple[int, int], batch: int, d
     )
 
 
+def _variants(target: _Target, out_hw: tuple[int, int] | None, estimator: bool) -> list[Variant]:
+    """What this target is timed as: the hand fixes it has, and fused only when fuse knows its head."""
+    variants = [Variant.HEAD]
+    if target.naive_head is not None and out_hw is not None:  # the hand fix interpolates a heatmap
+        variants.append(Variant.NAIVE_HEAD)
+    if target.resize_first is not None:
+        variants.append(Variant.NAIVE_RESIZE)
+    variants.append(Variant.PLANNED)
+    if target.fused is not None:
+        variants.append(Variant.FUSED)
+    if estimator:
+        variants += [Variant.ESTIMATOR] + ([Variant.ESTIMATOR_FUSED] if target.fused is not None else [])
+    return variants
+
+
 def _calls(target: _Target, x: _Inputs, estimator: bool) -> list[tuple[Variant, Callable[[], Any]]]:
     from adaptkit.core.adapter import resize_to
 
-    model, fused = target.model, target.fused
-    calls: list[tuple[Variant, Callable[[], Any]]] = [(Variant.HEAD, lambda: model.head((x.head_input,)))]
-    if target.naive_head is not None and x.out_hw is not None:  # the hand fix interpolates a heatmap
-        naive_head, out_hw = target.naive_head, x.out_hw
-        calls.append((Variant.NAIVE_HEAD, lambda: resize_to(naive_head((x.feature,)), out_hw)))
-    if target.resize_first is not None:
-        resize_first = target.resize_first
-        calls.append((Variant.NAIVE_RESIZE, lambda: model.head(resize_first(x.feats))))
-    calls += [
-        (Variant.PLANNED, lambda: model.head(model.neck(x.feats))),
-        (Variant.FUSED, lambda: fused.head(fused.neck(x.feats))),
-    ]
-    if estimator:
-        calls += [
-            (Variant.ESTIMATOR, lambda: model(x.image, None, mode="tensor")),
-            (Variant.ESTIMATOR_FUSED, lambda: fused(x.image, None, mode="tensor")),
-        ]
-    return calls
+    model, fused, naive_head, resize_first = target.model, target.fused, target.naive_head, target.resize_first
+    table: dict[Variant, Callable[[], Any]] = {
+        Variant.HEAD: lambda: model.head((x.head_input,)),
+        Variant.NAIVE_HEAD: lambda: resize_to(naive_head((x.feature,)), x.out_hw),  # type: ignore[misc,arg-type]
+        Variant.NAIVE_RESIZE: lambda: model.head(resize_first(x.feats)),  # type: ignore[misc]
+        Variant.PLANNED: lambda: model.head(model.neck(x.feats)),
+        Variant.FUSED: lambda: fused.head(fused.neck(x.feats)),
+        Variant.ESTIMATOR: lambda: model(x.image, None, mode="tensor"),
+        Variant.ESTIMATOR_FUSED: lambda: fused(x.image, None, mode="tensor"),
+    }
+    return [(v, table[v]) for v in _variants(target, x.out_hw, estimator)]
 
 
 def _estimator_at(request: BenchRequest, hw: tuple[int, int], batch: int) -> bool:
@@ -217,20 +225,19 @@ def _estimator_at(request: BenchRequest, hw: tuple[int, int], batch: int) -> boo
     return True
 
 
-def _neck_head_variants(target: _Target, shapes: _Shapes) -> int:
-    """How many of NECK_HEAD_VARIANTS ``_calls`` times for this target (as ``_calls`` decides)."""
-    naive = target.naive_head is not None and shapes.out_hw is not None
-    return len(NECK_HEAD_VARIANTS) - (not naive) - (target.resize_first is None)
-
-
-def count_cells(request: BenchRequest, neck_head: Sequence[int]) -> int:
-    """How many cells ``run_bench`` times, given each target's number of neck + head variants."""
+def count_cells(request: BenchRequest, per_target: Sequence[tuple[int, int]]) -> int:
+    """How many cells ``run_bench`` times, given each target's (neck + head, whole-estimator) variant counts."""
     total = 0
     for hw in request.inputs:
         for batch in request.batches:
-            est = len(ESTIMATOR_VARIANTS) if _estimator_at(request, hw, batch) else 0
-            total += sum(n + est for n in neck_head)
+            est = _estimator_at(request, hw, batch)
+            total += sum(n + (e if est else 0) for n, e in per_target)
     return total
+
+
+def _counts(target: _Target, out_hw: tuple[int, int] | None) -> tuple[int, int]:
+    with_estimator, without = len(_variants(target, out_hw, True)), len(_variants(target, out_hw, False))
+    return without, with_estimator - without
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +261,26 @@ def run_bench(request: BenchRequest, progress: Callable[[str, int, int], None] |
         torch.set_num_threads(saved_threads)
 
 
+def _all_shapes(
+    targets: Sequence[_Target], inputs: Sequence[tuple[int, int]], device: torch.device
+) -> tuple[dict[tuple[str, tuple[int, int]], _Shapes], list[str]]:
+    """Shapes per target and size. A size one target cannot run (a SimCC head fixed to its codec's size)
+    is skipped for that target with a note; a target that runs at no size is a BenchError."""
+    shapes: dict[tuple[str, tuple[int, int]], _Shapes] = {}
+    skipped: list[str] = []
+    for t in targets:
+        errors = []
+        for hw in inputs:
+            try:
+                shapes[(t.name, hw)] = _shapes(t, hw, device)
+            except BenchError as exc:
+                errors.append((hw, exc))
+        if len(errors) == len(inputs):
+            raise errors[0][1]
+        skipped += [f"{t.name}: not timed at {hw[0]}x{hw[1]}: {exc}" for hw, exc in errors]
+    return shapes, skipped
+
+
 def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> BenchResult:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     clock = time.perf_counter()
@@ -264,20 +291,28 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         for spec in request.targets:
             report(f"building {request.source} -> {_target_name(spec)}", 0, 0)
             targets.append(_build_target(request.source, spec, Path(tmp), device, request.channels_last))
-    shapes = {(t.name, hw): _shapes(t, hw, device) for t in targets for hw in request.inputs}
-    first = request.inputs[0]
-    total = count_cells(request, [_neck_head_variants(t, shapes[(t.name, first)]) for t in targets])
+    shapes, skipped = _all_shapes(targets, request.inputs, device)
+    total = 0
+    for t in targets:
+        sizes = [hw for hw in request.inputs if (t.name, hw) in shapes]
+        one = dataclasses.replace(request, inputs=tuple(sizes))
+        total += count_cells(one, [_counts(t, shapes[(t.name, sizes[0])].out_hw)])
     measurements: list[Measurement] = []
     for hw in request.inputs:
         for batch in request.batches:
             for target in targets:
+                if (target.name, hw) not in shapes:
+                    continue
                 inputs = _inputs(target, shapes[(target.name, hw)], hw, batch, device)
                 for variant, fn in _calls(target, inputs, _estimator_at(request, hw, batch)):
                     report(f"{target.name} {hw[0]}x{hw[1]} b{batch} {variant.value}", len(measurements), total)
                     measurements.append(_cell(request, env, target.name, variant, fn, hw, batch, device))
                 del inputs
     report("done", total, total)
-    notes = []
+    notes = list(skipped)
+    for t in targets:
+        if t.fused is None:
+            notes.append(f"{t.name}: fuse does not fold this head, so it is timed planned only")
     if request.quick:
         notes.append("quick: the whole estimator was timed only at the smallest batch and input size")
     if env.loaded:
@@ -286,7 +321,7 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         request=request,
         environment=env,
         measurements=tuple(measurements),
-        fusion=tuple((t.name, t.plan) for t in targets),
+        fusion=tuple((t.name, t.plan) for t in targets if t.plan is not None),
         started=started,
         seconds=time.perf_counter() - clock,
         notes=tuple(notes),

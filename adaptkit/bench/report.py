@@ -117,12 +117,15 @@ def check_out_dir(path: str | Path) -> Path:
     A folder that does not exist yet is fine when its nearest existing
     ancestor is a writable folder (it is created when the results are written).
     """
-    out = Path(path)
+    from adaptkit.core.files import user_path, user_path_errors
+
+    out = user_path(path, "--out-dir", BenchError)  # a name the file system cannot hold fails in one line too
     probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    with user_path_errors(out, "use --out-dir", BenchError):
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
     if probe.exists() and not probe.is_dir():
         where = "" if probe == out else f" ({str(probe)!r} is a file)"
         raise BenchError(f"--out-dir {str(out)!r} cannot be a folder{where}; give a folder")
@@ -216,7 +219,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
 
     One row per target and input size; the left panel is the latency of one
     batch, the right one the same divided by the batch (per image). The
-    legend sits outside the panels, under the title.
+    legend sits outside the panels, under them.
     """
     import matplotlib
 
@@ -269,7 +272,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     if any_flag:
         handles.append(Line2D([], [], marker="o", ls="", ms=9, mfc="none", mec="red"))
         labels.append("flagged (spread, samples or load)")
-    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8, frameon=False)
     env = result.environment
     fig.suptitle(
         f"{result.request.source}: {env.device_name} ({env.device}, {env.threads} threads, "

@@ -18,12 +18,12 @@ import torch
 from adaptkit.bench.timing import DEFAULT_THRESHOLD, Device, Precision
 from adaptkit.core.records import parse_enum
 from adaptkit.errors import BenchError
-from adaptkit.mm.stock import STOCK_CONFIGS
+from adaptkit.mm.stock import RTMPOSE_M, STOCK_CONFIGS
 
 __all__ = ["BenchRequest", "TARGETS", "make_request", "parse_batches", "parse_inputs", "resolve_target"]
 
 #: short names for the stock targets the benchmark knows
-TARGETS: dict[str, str] = dict(STOCK_CONFIGS)
+TARGETS: dict[str, str] = {**STOCK_CONFIGS, "rtmpose": RTMPOSE_M}  # RTMCC: a head that is not a heatmap
 DEFAULT_SOURCE = "sctnet-b"
 DEFAULT_BATCHES = (1, 8, 32)
 DEFAULT_INPUTS = ((256, 192), (640, 640))

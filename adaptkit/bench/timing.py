@@ -6,9 +6,10 @@ least four blocks) or the time budget runs out. On the CPU each block is a
 ``Timer.timeit``; on CUDA it is timed with CUDA events after a
 synchronisation; both land in torch's own ``Measurement``. Timer's
 ``adaptive_autorange`` itself is not used: it stops at its time limit after
-a single block, which leaves a slow call with no spread at all. A cell is flagged when its spread
-stays above the threshold, when it has fewer than four samples, or when the
-run started on a machine already loaded above its core count.
+a single block, which leaves a slow call with no spread at all. A cell is
+flagged when its spread stays above the threshold, when it has fewer than
+four samples, or when the run started on a machine already loaded above its
+core count (a CPU run only: other processes barely touch GPU timings).
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one call,
 minus what was allocated before it. On the CPU, the peak of the bytes the

@@ -15,10 +15,16 @@ from adaptkit.errors import SourceError
 __all__ = ["add_source_arguments", "parse_kwargs", "stdout_console", "print_json"]
 
 
-def stdout_console() -> Console:
+def stdout_console(*, markup: bool = False) -> Console:
+    """The console commands render to.
+
+    Markup is off unless a command asks for it (and then escapes what it
+    prints): sources, paths and output keys are user text, and ``run[v2]``
+    or ``[/x]`` must print as written, never as rich markup.
+    """
     # piped output (logs, CI, tests) gets a fixed width wide enough for the tables
     tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, highlight=False, width=None if tty else 140, soft_wrap=not tty)
+    return Console(file=sys.stdout, highlight=False, markup=markup, width=None if tty else 140, soft_wrap=not tty)
 
 
 def print_json(document: Any) -> None:
@@ -29,7 +35,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, input_default: str 
     parser.add_argument(
         "source",
         metavar="SOURCE",
-        help="zoo name (sctnet, sctnet-s, sctnet-b), package.module:callable, path/to/file.py:Name, or a config file",
+        help="zoo name (sctnet, sctnet-s, sctnet-b), timm:NAME, package.module:callable, path/to/file.py:Name, or a config file",
     )
     parser.add_argument(
         "--arg",
@@ -53,6 +59,8 @@ def parse_kwargs(items: list[str]) -> dict[str, Any]:
     """``["depth=50", "name=foo"]`` -> ``{"depth": 50, "name": "foo"}``."""
     kwargs: dict[str, Any] = {}
     for item in items:
+        if not isinstance(item, str):  # argparse hands `--arg=--` over as an empty list
+            raise SourceError("--arg needs KEY=VALUE with KEY a Python name, e.g. --arg depth=50")
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():

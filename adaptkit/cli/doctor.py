@@ -21,11 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check the installed torch/OpenMMLab stack",
         description=(
             "Report the installed versions and every known-bad combination with its fix "
-            "(exit 1 when something is broken). With --port, list the mmcv 1.x / mmseg 0.x imports "
-            "and APIs in a file or folder that mmcv 2.x / mmengine no longer have, with their replacements."
+            "(exit 1 when something is broken). --port is kept as the older spelling of 'adaptkit port'."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="also name the optional packages this config's data pipelines need that are not installed",
+    )
     parser.add_argument(
         "--port",
         metavar="FILE_OR_DIR",
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         from adaptkit.cli.port import run_port
 
         return run_port(args.port, write=args.write, as_json=args.json)
-    return _run_doctor(as_json=args.json)
+    return _run_doctor(as_json=args.json, config=args.config)
 
 
 # ----------------------------------------------------------------------------- environment
@@ -65,10 +69,26 @@ def _doctor_document(report: DoctorReport) -> dict[str, Any]:
     }
 
 
-def _run_doctor(*, as_json: bool) -> int:
-    from adaptkit.tools.doctor import check_environment
+def _run_doctor(*, as_json: bool, config: str | None = None) -> int:
+    from dataclasses import replace
 
-    return render_report(check_environment(), as_json=as_json)
+    from adaptkit.tools.doctor import Finding, Severity, check_environment
+
+    report = check_environment()
+    if config is not None:
+        from adaptkit.mm.pipelines import pipeline_needs
+
+        extra = tuple(
+            Finding(
+                severity=Severity.WARN,
+                problem=f"{config}: {m.pipeline} uses {m.transform}, which needs {m.package} (not installed)",
+                fix=f"pip install {m.package}, or leave {m.transform} out of {m.pipeline}; the model itself does not need it",
+                code="pipeline-package",
+            )
+            for m in pipeline_needs(config)
+        )
+        report = replace(report, findings=report.findings + extra)
+    return render_report(report, as_json=as_json)
 
 
 def render_report(report: DoctorReport, *, as_json: bool = False) -> int:
@@ -81,7 +101,7 @@ def render_report(report: DoctorReport, *, as_json: bool = False) -> int:
     if as_json:
         print_json(_doctor_document(report))
         return 1 if report.broken else 0
-    console = stdout_console()
+    console = stdout_console(markup=True)  # its own labels are markup; user text is escaped
     table = Table(title="adaptkit doctor", title_justify="left")
     table.add_column("package")
     table.add_column("version")

@@ -9,11 +9,20 @@ from rich.table import Table
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, print_json, stdout_console
 from adaptkit.core.units import format_count, format_shape, format_stride
 
+#: the probe shape for a bare CHANNELS@STRIDE target, which has no input size of its own
+SPEC_INPUT_DEFAULT = "2x3x640x640"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plan", help="plan the adapter from a backbone to a head")
-    add_source_arguments(parser)
+    add_source_arguments(parser, input_default=None)
     add_plan_arguments(parser)
+    parser.add_argument(
+        "--input",
+        dest="input_shape",
+        metavar="BxCxHxW",
+        help=f"probe shape (default: a config target's input size at batch 2, else {SPEC_INPUT_DEFAULT})",
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(run=run)
 
@@ -35,14 +44,19 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, target_help: str | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from adaptkit.api import parse_target, plan
+    from adaptkit.api import DEFAULT_PROBE_BATCH, parse_target, plan
     from adaptkit.core.planning import plan_to_dict
     from adaptkit.core.probing import probe
     from adaptkit.core.shapes import parse_input_shape
+    from adaptkit.core.targets import probe_shape
     from adaptkit.sources import resolve_source
 
-    input_shape = parse_input_shape(args.input_shape)
+    given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
     target = parse_target(args.target)
+    if given is None:  # the same default as wrap and adaptkit.plan: the codec's size, batch 2
+        default = probe_shape(target, None, batch=DEFAULT_PROBE_BATCH) if target.input_size else SPEC_INPUT_DEFAULT
+        given = parse_input_shape(default)
+    input_shape = given
     model = resolve_source(args.source, **parse_kwargs(args.kwargs))
     result = probe(model, input_shape)
     adapter_plan = plan(result, target, select=args.select, strategy=args.strategy)
@@ -56,16 +70,22 @@ def run(args: argparse.Namespace) -> int:
 def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-untyped-def]
     console = stdout_console()
     target = adapter_plan.target
+    chosen = {p.feature.path for p in adapter_plan.inputs}
+    many = len(adapter_plan.inputs) > 1
     side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
     for column in ("path", "module", "shape", "ch", "stride", "layout", ""):
         side.add_column(column)
     for f in result.features:
-        mark = "selected" if f.path == adapter_plan.feature.path else ""
+        mark = "selected" if f.path in chosen else ""
+        if many and f.path in chosen:
+            mark = "selected for input " + ", ".join(
+                str(p.index) for p in adapter_plan.inputs if p.feature.path == f.path
+            )
         if f.is_input:
             mark = "input passthrough"
         elif f.alias_of is not None:
             mark = f"same tensor as {f.alias_of}"
-        style = "bold green" if f.path == adapter_plan.feature.path else None
+        style = "bold green" if f.path in chosen else None
         side.add_row(
             f.path or "<tensor>",
             f.module or "",
@@ -78,31 +98,40 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         )
     side.add_section()
     head = target.head_type or "head"
-    side.add_row(
-        f"{head} expects",
-        "",
-        "",
-        str(adapter_plan.out_channels),
-        format_stride(target.stride),
-        target.layout.value,
-        f"{target.num_keypoints} keypoints" if target.num_keypoints else "",
-        style="bold",
-    )
+    for p in adapter_plan.inputs:
+        wanted = p.input
+        note = f"{target.num_keypoints} keypoints" if target.num_keypoints else ""
+        if target.kept_neck is not None:
+            note = f"{note}; after the stock {target.kept_neck}".lstrip("; ")
+        side.add_row(
+            f"{head} expects" + (f" (input {p.index})" if many else ""),
+            "",
+            "",
+            str(p.out_channels),
+            format_stride(wanted.stride) if wanted.stride is not None else "any (pooled)",
+            wanted.layout.value,
+            note,
+            style="bold",
+        )
     console.print(side)
 
     chain = Table(title=f"adapter chain ({adapter_plan.strategy.value})", title_justify="left")
     for column in ("step", "in -> out", "MACs", "out bytes", "params", "what"):
         chain.add_column(column, no_wrap=column != "what")
-    for step in adapter_plan.steps:
-        chain.add_row(
-            step.kind.value,
-            f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
-            format_count(step.macs),
-            format_count(step.bytes),
-            format_count(step.params),
-            step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
-        )
+    for p in adapter_plan.inputs:
+        if many:
+            chain.add_section()
+        for step in p.steps:
+            chain.add_row(
+                (f"{p.index}: " if many else "") + step.kind.value,
+                f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
+                format_count(step.macs),
+                format_count(step.bytes),
+                format_count(step.params),
+                step.why if step.kind.value != "select" else f"path {step.arg('path')!r}",
+            )
     console.print(chain)
-    module = f" ({adapter_plan.feature.module})" if adapter_plan.feature.module else ""
-    console.print(f"why {adapter_plan.feature.path!r}{module}: {adapter_plan.reason}")
+    for p in adapter_plan.inputs:
+        module = f" ({p.feature.module})" if p.feature.module else ""
+        console.print(f"why {p.feature.path!r}{module}" + (f" for input {p.index}" if many else "") + f": {p.reason}")
     console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")

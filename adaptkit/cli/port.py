@@ -64,7 +64,7 @@ def run_port(path: str, *, write: bool, as_json: bool) -> int:
     if as_json:
         print_json(_port_document(report))
         return 0
-    console = stdout_console()
+    console = stdout_console(markup=True)  # its own labels are markup; user text is escaped
     if report.findings:
         table = Table(title=escape(f"mmcv 1.x / mmseg 0.x APIs in {report.path}"), title_justify="left")
         table.add_column("where", no_wrap=True)

@@ -79,9 +79,14 @@ def run(args: argparse.Namespace) -> int:
         render_load_report(console, args.checkpoint, result.checkpoint)
     if not args.quiet:
         console.print(f"{args.source} -> {adapter_plan.target.source} ({adapter_plan.strategy.value})")
-        console.print(f"  select {adapter_plan.feature.path!r}: {adapter_plan.reason}")
-        for step in adapter_plan.steps[1:]:
-            console.print(f"  {step.kind.value}: {step.why}")
+        many = len(adapter_plan.inputs) > 1
+        for p in adapter_plan.inputs:
+            pad = f"  input {p.index}: " if many else "  "
+            console.print(f"{pad}select {p.feature.path!r}: {p.reason}")
+            for step in p.steps[1:]:
+                console.print(f"{pad}{step.kind.value}: {step.why}")
+        if adapter_plan.target.kept_neck is not None:
+            console.print(f"  then the stock {adapter_plan.target.kept_neck} neck, kept")
         from adaptkit.mm.aux_plans import parse_aux
 
         for path, weight in map(parse_aux, args.aux):

@@ -25,7 +25,7 @@ from adaptkit.core.layouts import LAYOUTS, layout_info
 from adaptkit.core.records import Layout, parse_enum
 from adaptkit.core.shapes import target_size
 from adaptkit.core.tree import select
-from adaptkit.errors import BuildError
+from adaptkit.errors import BuildError, ShapeMismatchError
 
 __all__ = ["ShapeAdapter", "MultiShapeAdapter", "resize_to", "target_size"]
 
@@ -122,18 +122,24 @@ class ShapeAdapter(nn.Module):
 
     def _grid_height(self, n: int, input_hw: tuple[int, int] | None) -> int:
         """Rows of the token grid: from the input size when known, else the probed grid's aspect ratio."""
-        assert self.grid is not None  # checked in __init__
+        if self.grid is None:  # checked in __init__
+            raise BuildError("a token layout needs the probed grid; rebuild the adapter from its plan")
         if input_hw is not None:
-            gh, gw = target_size((self.grid[0], self.grid[1]), self.feature_stride, self.feature_stride, input_hw)
-            if gh * gw == n:
-                return gh
-            raise RuntimeError(f"{n} tokens do not form the {gh}x{gw} grid a {input_hw[0]}x{input_hw[1]} input gives")
+            # a patch embedding rounds down (no padding) or up (padded): either grid may be the one
+            sh, sw = self.feature_stride
+            for rounding in (math.ceil, math.floor):
+                gh, gw = max(1, rounding(input_hw[0] / sh - 1e-9)), max(1, rounding(input_hw[1] / sw - 1e-9))
+                if gh * gw == n:
+                    return gh
+            raise ShapeMismatchError(
+                f"{n} tokens do not form the grid a {input_hw[0]}x{input_hw[1]} input gives at stride {sh}x{sw}"
+            )
         gh, gw = self.grid
         if gh * gw == n:
             return gh
         h = round(math.sqrt(n * gh / gw))  # an estimator's neck sees no input size: keep the probed aspect ratio
         if h <= 0 or n % h:
-            raise RuntimeError(
+            raise ShapeMismatchError(
                 f"cannot lay out {n} tokens with the probed aspect ratio {gh}x{gw}; "
                 "token backbones need the probed aspect ratio inside an estimator"
             )

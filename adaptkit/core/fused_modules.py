@@ -188,8 +188,12 @@ class CompileGuard(nn.Module):
         if compiled is not None:
             try:
                 return compiled(x)
-            except Exception as exc:  # any compiler failure: fall back; a real input error re-raises below
+            except Exception as exc:
+                # the eager module decides: when it fails too, the input (or the model) is at fault and
+                # compile stays on; when it runs, the compiler failed and is turned off
+                out = self.module(x)
                 self._fail(exc)
+                return out
         return self.module(x)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CompileGuard:

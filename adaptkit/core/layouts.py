@@ -103,10 +103,21 @@ def describe_leaves(
 
 
 def _spec(
-    leaf: Leaf, shape: Shape, layout: Layout, channels: int, spatial: Size | None, target: Size, prefix: int = 0
+    leaf: Leaf,
+    shape: Shape,
+    layout: Layout,
+    channels: int,
+    spatial: Size | None,
+    target: Size,
+    prefix: int = 0,
+    patch: int | None = None,
 ) -> FeatureSpec:
-    if spatial is not None and min(spatial) > 0:
-        stride = (_ratio(target[0], spatial[0]), _ratio(target[1], spatial[1]))
+    """``patch``: the stride solved for tokens (a patch size), kept even where the input is not a multiple of it."""
+    if spatial is not None and min(spatial) > 0 and spatial[0] * spatial[1] > 1:  # a 1x1 "grid" is a pooled vector
+        if patch is not None:
+            stride: tuple[float, float] = (patch, patch)
+        else:
+            stride = (_ratio(target[0], spatial[0]), _ratio(target[1], spatial[1]))
     else:
         spatial, stride = None, (0, 0)
         if layout is not Layout.NLC:
@@ -137,6 +148,10 @@ def _from_two(leaf: Leaf, size1: Size, shape2: Shape, size2: Size, target: Size)
     if not changed:
         if len(a) == 4 and max(a[2], a[3]) > 1:  # a map of fixed size (resized inside the model)
             return _spec(leaf, a, Layout.NCHW, a[1], (a[2], a[3]), target)
+        fixed = _fixed_tokens(a) if len(a) == 3 else None
+        if fixed is not None:  # tokens of a fixed-size grid (the model resizes its input, as CrossViT does)
+            side, first = fixed
+            return _spec(leaf, a, Layout.NLC, a[2], (side, side), target, first)
         return _other(leaf, a, target)
     if 0 in changed:  # batch folded with positions: no layout adaptkit can undo
         return _other(leaf, _scale_area(a, b, size1, size2, target), target)
@@ -153,7 +168,7 @@ def _from_two(leaf: Leaf, size1: Size, shape2: Shape, size2: Size, target: Size)
         if solved is not None:
             stride, grid, prefix = solved
             gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
+            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix, stride)
         return _spec(leaf, _scale_area(a, b, size1, size2, target), Layout.NLC, a[2], None, target)
     return _other(leaf, _scale_area(a, b, size1, size2, target), target)
 
@@ -175,13 +190,29 @@ def _from_one(leaf: Leaf, size: Size, target: Size) -> FeatureSpec:
         if guess is not None:
             stride, grid, prefix = guess
             gh, gw = grid(target[0], stride), grid(target[1], stride)
-            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix)
+            return _spec(leaf, (a[0], prefix + gh * gw, a[2]), Layout.NLC, a[2], (gh, gw), target, prefix, stride)
     return _other(leaf, a, target)
+
+
+#: the fewest channels a fixed-length (B, N, C) tensor needs to be read as tokens, not as e.g. keypoints
+_MIN_TOKEN_CHANNELS = 8
+
+
+def _fixed_tokens(shape: Shape) -> tuple[int, int] | None:
+    """(grid side, prefix tokens) when N = prefix + g * g for a square grid, the fewest prefix tokens first."""
+    n, channels = shape[1], shape[2]
+    if channels < _MIN_TOKEN_CHANNELS:
+        return None
+    for prefix in range(min(_MAX_PREFIX_GUESS, n) + 1):
+        side = math.isqrt(n - prefix)
+        if side >= 2 and side * side == n - prefix:
+            return side, prefix
+    return None
 
 
 def _grid_like(fh: int, fw: int, size: Size) -> bool:
     """(fh, fw) could be the input grid at one stride: both axes shrink by about the same factor."""
-    if fh < 1 or fw < 1 or fh > size[0] or fw > size[1]:
+    if fh < 1 or fw < 1 or fh * fw == 1 or fh > size[0] or fw > size[1]:
         return False
     sh, sw = size[0] / fh, size[1] / fw
     return abs(sh - sw) <= 0.1 * max(sh, sw)
@@ -219,8 +250,9 @@ def _guess_tokens(n: int, size: Size) -> tuple[int, Callable[[int, int], int], i
     found = []
     for stride in range(2, min(size) + 1):
         for grid in _GRIDS:
-            prefix = n - grid(size[0], stride) * grid(size[1], stride)
-            if 0 <= prefix <= _MAX_PREFIX_GUESS:
+            cells = grid(size[0], stride) * grid(size[1], stride)
+            prefix = n - cells
+            if 0 <= prefix <= _MAX_PREFIX_GUESS and cells > 1:
                 exact = size[0] % stride == 0 and size[1] % stride == 0
                 found.append((not exact, prefix, stride & (stride - 1) != 0, stride, grid))
     if not found:

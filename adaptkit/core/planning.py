@@ -44,8 +44,13 @@ def _log_distance(feature: FeatureSpec, stride: Stride) -> float:
 
 
 def candidates(result: ProbeResult) -> list[FeatureSpec]:
-    """The features a head input may come from: maps, never the input passthrough or a repeat."""
-    return [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None]
+    """The features a head input may come from: real floating maps, never the input passthrough or a repeat."""
+    return [f for f in result.features if f.is_spatial and not f.is_input and f.alias_of is None and _real_floating(f)]
+
+
+def _real_floating(feature: FeatureSpec) -> bool:
+    """float16/32/64 or bfloat16: what a 1x1 conv and a bilinear resize take (not int64, bool or complex)."""
+    return feature.dtype.startswith(("float", "bfloat"))
 
 
 def _selected(result: ProbeResult, select: str) -> FeatureSpec:
@@ -59,31 +64,48 @@ def _selected(result: ProbeResult, select: str) -> FeatureSpec:
         raise PlanError(
             f"--select {select!r} is a {feature.layout.value} tensor of shape {list(feature.shape)}, not a feature map"
         )
+    if not _real_floating(feature):
+        raise PlanError(
+            f"--select {select!r} is a {feature.dtype} tensor; an adapter's convolution and resize need "
+            "real floating-point features"
+        )
     return feature
 
 
 def choose_feature(
-    result: ProbeResult, target: TargetSpec | InputSpec, select: str | None = None
+    result: ProbeResult,
+    target: TargetSpec | InputSpec,
+    select: str | None = None,
+    taken: Mapping[str, int] | None = None,
 ) -> tuple[FeatureSpec, str]:
     """The feature to adapt for one head input (a TargetSpec means its last input), and why, in words.
 
     The user's ``select`` wins. Otherwise: the stride closest to the
     input's (least resizing, least lost detail), then the most channels
-    (the richest feature; projecting is cheap), then the earliest path. An
-    input the head pools (stride None) takes the deepest feature.
-    Never the input passthrough, never a repeat of an earlier output.
+    (the richest feature; projecting is cheap), then the feature fewest
+    earlier inputs took (``taken``: path -> count; a multi-stage head gets
+    each stage's own maps), then the earliest path. An input the head pools
+    (stride None) takes the deepest feature. Never the input passthrough,
+    never a repeat of an earlier output.
     """
     wanted = target.last if isinstance(target, TargetSpec) else target
     if select is not None:
         return _selected(result, select), f"selected by the user ({select!r})"
     maps = candidates(result)
     if not maps:
-        kinds = ", ".join(f"{f.path or '<tensor>'} {list(f.shape)}" for f in result.features) or "nothing"
+        kinds = (
+            ", ".join(
+                f"{f.path or '<tensor>'} {list(f.shape)}" + ("" if _real_floating(f) else f" {f.dtype}")
+                for f in result.features
+            )
+            or "nothing"
+        )
         raise PlanError(
             f"the backbone returns no feature map adaptkit can adapt (it returns {kinds}); "
             "return an NCHW, NHWC or token (NLC) feature, e.g. with features_only=True"
         )
     order = {f.path: i for i, f in enumerate(result.features)}
+    used = taken or {}
     if wanted.stride is None:
         best = min(maps, key=lambda f: (-round(math.log2(max(f.stride)), 6), -f.channels, order[f.path]))
         return best, (
@@ -91,8 +113,10 @@ def choose_feature(
             f"{format_stride(best.stride)}, {best.channels} ch), no resize"
         )
     stride = wanted.stride
-    best = min(maps, key=lambda f: (round(_log_distance(f, stride), 6), -f.channels, order[f.path]))
-    return best, _explain_choice(best, maps, stride)
+    best = min(
+        maps, key=lambda f: (round(_log_distance(f, stride), 6), -f.channels, used.get(f.path, 0), order[f.path])
+    )
+    return best, _explain_choice(best, [f for f in maps if not used.get(f.path)] or maps, stride)
 
 
 def assign_features(
@@ -117,7 +141,12 @@ def assign_features(
                 f"--select names {len(parts)} paths but the head reads {target.num_inputs} maps; "
                 "give one path, or one per map"
             )
-    chosen = [choose_feature(result, spec, path) for spec, path in zip(target.inputs, paths, strict=True)]
+    taken: dict[str, int] = {}
+    chosen = []
+    for spec, path in zip(target.inputs, paths, strict=True):
+        feature, reason = choose_feature(result, spec, path, taken)
+        taken[feature.path] = taken.get(feature.path, 0) + 1
+        chosen.append((feature, reason))
     if target.num_inputs > 1:
         first: dict[str, int] = {}
         for i, (feature, reason) in enumerate(chosen):

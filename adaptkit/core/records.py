@@ -10,6 +10,9 @@ import enum
 from dataclasses import dataclass
 from typing import TypeVar
 
+from adaptkit.core.shapes import check_channels, check_stride, short_repr
+from adaptkit.errors import OptionError, TargetError
+
 __all__ = [
     "Layout",
     "ProbeMode",
@@ -74,7 +77,7 @@ def parse_enum(enum_type: type[E], value: object, what: str) -> E:
         if value == member.value or (isinstance(value, str) and value.lower() == str(member.value).lower()):
             return member
     choices = ", ".join(repr(m.value) for m in enum_type)
-    raise ValueError(f"unknown {what} {value!r}; choose one of {choices}")
+    raise OptionError(f"unknown {what} {short_repr(value)}; choose one of {choices}")
 
 
 @dataclass(frozen=True)
@@ -155,15 +158,20 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels <= 0:
-            raise ValueError(f"target channels must be a positive integer, got {self.channels!r}")
+            raise TargetError(f"target channels must be a positive integer, got {short_repr(self.channels)}")
+        check_channels(self.channels, TargetError)
         if self.stride is not None and (
             not isinstance(self.stride, tuple)
             or len(self.stride) != 2
             or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in self.stride)
         ):
-            raise ValueError(f"target stride must be two positive numbers (height, width), got {self.stride!r}")
+            raise TargetError(
+                f"target stride must be two positive numbers (height, width), got {short_repr(self.stride)}"
+            )
+        for s in self.stride or ():
+            check_stride(s, TargetError)
         if not isinstance(self.layout, Layout):
-            raise ValueError(f"target layout must be a Layout, got {self.layout!r}")
+            raise TargetError(f"target layout must be a Layout, got {self.layout!r}")
 
 
 @dataclass(frozen=True)
@@ -195,14 +203,14 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.inputs, tuple) or not self.inputs:
-            raise ValueError(f"a head reads at least one map, got inputs={self.inputs!r}")
+            raise TargetError(f"a head reads at least one map, got inputs={self.inputs!r}")
         if not all(isinstance(i, InputSpec) for i in self.inputs):
-            raise ValueError("target inputs must be InputSpec records")
+            raise TargetError("target inputs must be InputSpec records")
         if self.groups is not None and (
             any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in self.groups)
             or sum(self.groups) != len(self.inputs)
         ):
-            raise ValueError(f"groups {self.groups} do not split the {len(self.inputs)} inputs")
+            raise TargetError(f"groups {self.groups} do not split the {len(self.inputs)} inputs")
 
     @classmethod
     def single(cls, channels: int, stride: Stride | None, layout: Layout = Layout.NCHW, **facts: object) -> TargetSpec:

@@ -32,5 +32,23 @@ class WrappedBackbone(nn.Module):
 
 
 def wrap_module(model: nn.Module, adapter_plan: AdapterPlan) -> WrappedBackbone:
-    """``model`` followed by a fresh adapter built from ``adapter_plan``."""
-    return WrappedBackbone(model, build_adapter(adapter_plan), adapter_plan)
+    """``model`` followed by a fresh adapter built from ``adapter_plan``, on the backbone's device and dtype.
+
+    A bf16 or CUDA backbone gets a bf16 or CUDA adapter: the adapter's
+    weights meet the backbone's features, so they must match them.
+    """
+    adapter = build_adapter(adapter_plan)
+    placed = _placement(model)
+    if placed is not None:
+        adapter = adapter.to(device=placed[0], dtype=placed[1])
+    return WrappedBackbone(model, adapter, adapter_plan)
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype] | None:
+    """(device, dtype) of the backbone's first floating-point parameter or buffer; None for a meta or empty one."""
+    from adaptkit.core.preserve import initialised
+
+    for tensor in initialised((*model.parameters(), *model.buffers())):
+        if tensor.is_floating_point() and not tensor.is_meta:
+            return tensor.device, tensor.dtype
+    return None

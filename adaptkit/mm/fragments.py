@@ -153,7 +153,7 @@ def build_fragment(
     stored_source = request.source
     if source_kind(request.source) == SourceKind.FILE:
         file_path, _, name = request.source.rpartition(":")
-        stored_source = f"{Path(file_path).resolve()}:{name}"  # the fragment may be used from another folder
+        stored_source = f"{_path_for_fragment(file_path, request.out)}:{name}"  # usable from any folder
     neck = base_model.get("neck")
     kept = None
     if adapter_plan.target.kept_neck is not None:
@@ -167,7 +167,7 @@ def build_fragment(
         source_kwargs=request.source_kwargs,
         base=base,
         base_has_neck=bool(neck),
-        checkpoint=str(request.checkpoint.resolve()) if request.checkpoint else None,
+        checkpoint=_path_for_fragment(request.checkpoint, request.out) if request.checkpoint else None,
         allow_partial=request.allow_partial,
         command=request.command,
         extra_model=extra_model,
@@ -271,6 +271,20 @@ def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str
 
     names = unreached_parameters(model, shape, paths)  # None: unknown, so say nothing rather than guess
     return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(names or ())))
+
+
+#: mmengine replaces this in a config file with the file's own folder when it loads it
+FRAGMENT_DIR = "{{fileDirname}}"
+
+
+def _path_for_fragment(path: str | Path, out: Path) -> str:
+    """A file beside or below the fragment as ``{{fileDirname}}/rel/path`` (the two travel together), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        relative = resolved.relative_to(Path(out).resolve().parent)
+    except ValueError:
+        return str(resolved)
+    return f"{FRAGMENT_DIR}/{relative.as_posix()}"
 
 
 def _refuse_overwriting_inputs(out: Path, source: str, config: str) -> None:

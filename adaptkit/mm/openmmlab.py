@@ -13,7 +13,7 @@ import importlib.util
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,10 @@ def _drop_init_cfg(cfg: Any) -> Any:
 
 def build_model(cfg: Any, *, keep_init_cfg: bool = False) -> Any:
     """Build a model (or part) from a config dict with mmpose's MODELS."""
+    from adaptkit.mm.config_values import config_section
+
     registry = ensure_mmpose()
-    plain = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    plain = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(config_section(cfg, "section to build"))
     if not keep_init_cfg:
         plain = _drop_init_cfg(plain)
     with quiet():
@@ -192,12 +194,16 @@ def build_config_backbone(source: str) -> ConfigBackbone:
     """
     cfg = load_config(source)
     model_cfg = cfg.get("model")
-    if model_cfg is None or "backbone" not in model_cfg:
+    if not isinstance(model_cfg, Mapping) or "backbone" not in model_cfg:
         raise ConfigError(f"config {source!r} has no model.backbone to probe")
-    from adaptkit.mm.targets import KEPT_NECKS
+    from adaptkit.mm.config_values import config_section
+    from adaptkit.mm.head_readers import KEPT_NECKS
 
-    backbone = build_model(model_cfg["backbone"])
+    backbone_cfg = config_section(model_cfg["backbone"], "model.backbone")
     neck_cfg = model_cfg.get("neck")
+    if neck_cfg is not None:  # both sections checked before anything is built
+        neck_cfg = config_section(neck_cfg, "model.neck")
+    backbone = build_model(backbone_cfg)
     # a pooling neck stays in the estimator after any adapter: the maps before it are what gets adapted
     keep = neck_cfg and neck_cfg.get("type") not in KEPT_NECKS
     return ConfigBackbone(backbone, build_model(neck_cfg) if keep else None)

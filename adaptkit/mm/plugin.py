@@ -6,6 +6,7 @@ mmpose is edited or patched. Importing it needs mmpose and mmengine.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch.nn as nn
@@ -19,7 +20,7 @@ from adaptkit.mm.necks import AdapterThenNeck
 from adaptkit.sources import resolve_source
 from adaptkit.zoo.sctnet import SCTNet
 
-__all__ = ["ForeignBackbone"]
+__all__ = ["ForeignBackbone", "register"]
 
 
 class ForeignBackbone(BaseModule):
@@ -57,9 +58,39 @@ class ForeignBackbone(BaseModule):
         return self.body(x)
 
 
-# force=True: re-importing this module (a second config, a spawned worker) re-binds the same classes
+def _same_class(a: type, b: type) -> bool:
+    """The same class, or the same one bound again by a re-import (a reload, a spawned worker)."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def register(name: str, cls: type, *, required: bool = True) -> bool:
+    """Register ``cls`` as ``name`` in mmpose's MODELS, never replacing someone else's class.
+
+    adaptkit's own earlier binding of the name is replaced (a re-import);
+    another class under the name is kept: for a name the fragments need
+    (``required``) that is a ConfigError, otherwise a warning, and False.
+    """
+    existing = MODELS.module_dict.get(name)
+    if existing is None or _same_class(existing, cls):
+        MODELS.register_module(name=name, module=cls, force=existing is not None)
+        return True
+    where = f"{existing.__module__}.{existing.__qualname__}"
+    if required:
+        from adaptkit.errors import ConfigError
+
+        raise ConfigError(
+            f"mmpose's MODELS registry already holds a {name!r} ({where}); adaptkit will not replace it, "
+            "and its fragments need that name: register yours under another name"
+        )
+    warnings.warn(
+        f"mmpose's MODELS already holds a {name!r} ({where}); adaptkit keeps it and does not register its own "
+        f"{name} (fragments reach adaptkit's through ForeignBackbone)",
+        stacklevel=2,
+    )
+    return False
+
+
 for _name, _module in (
-    ("SCTNet", SCTNet),
     ("ForeignBackbone", ForeignBackbone),
     ("ShapeAdapter", ShapeAdapter),
     ("MultiShapeAdapter", MultiShapeAdapter),
@@ -70,4 +101,5 @@ for _name, _module in (
     ("DistillHead", DistillHead),
     ("ChannelWiseDistillLoss", ChannelWiseDistillLoss),
 ):
-    MODELS.register_module(name=_name, module=_module, force=True)
+    register(_name, _module)
+register("SCTNet", SCTNet, required=False)  # a convenience name: a user's own SCTNet keeps it

@@ -169,13 +169,13 @@ def prepare_smoke_config(cfg: Any, layout: Any, work_dir: Path, settings: SmokeS
         if cfg.get(key) is not None:
             cfg[key] = _point_evaluator(cfg[key], data_dir / val.ann_file, work_dir)
     cfg.model = _drop_remote_init(cfg.model)
-    warmup = min(50, settings.iters // 5)  # short runs (under 5 iterations) start at the full rate
+    warmup = min(50, settings.iters // 5)  # none for a run of a few iterations (mmengine needs end > begin)
     cfg.optim_wrapper.optimizer.lr = settings.lr
     cfg.param_scheduler = [
-        dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False),
+        *([dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False)] if warmup else []),
         dict(type="CosineAnnealingLR", begin=warmup, end=settings.iters, T_max=settings.iters - warmup,
              eta_min=settings.lr * 0.02, by_epoch=False),
-    ][0 if warmup else 1 :]  # fmt: skip
+    ]  # fmt: skip
     cfg.pop("auto_scale_lr", None)
     cfg.train_cfg = dict(by_epoch=False, max_iters=settings.iters, val_interval=settings.iters + 1)
     cfg.work_dir = str(work_dir)

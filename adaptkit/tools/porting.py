@@ -19,13 +19,14 @@ import ast
 import io
 import os
 import shutil
-import tempfile
+import stat
 import tokenize
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptkit.errors import PortError
+from adaptkit.core.files import os_error_message, read_bytes_bounded, user_path, user_path_errors, write_atomic
+from adaptkit.errors import EmitError, PortError
 from adaptkit.tools.port_rules import PORT_RULES, PortRule, lookup
 
 __all__ = [
@@ -88,12 +89,21 @@ class _Source:
     tree: ast.Module
 
 
+#: the largest file read: backbone sources are tens of kilobytes; beyond this a file is data, not code
+MAX_FILE_BYTES = 4 << 20
+
+
 def _read(file: Path) -> _Source:
-    """Read and parse one file; raises PortError with one line when it is not Python."""
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise PortError(f"cannot read {file}: {exc.strerror or exc}") from None
+    """Read and parse one file; raises PortError with one line when it is not Python.
+
+    The read is bounded and never blocks (a FIFO named x.py, /dev/zero behind
+    a symlink); a file nested too deeply for the parser is refused, not a crash.
+    """
+    data = read_bytes_bounded(file, MAX_FILE_BYTES, "file", PortError, follow=True)
+    if data is None:
+        raise PortError(
+            f"{file} is larger than {MAX_FILE_BYTES >> 20} MB; that is not backbone source, port it by hand"
+        )
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
         text = data.decode(encoding)
@@ -106,23 +116,44 @@ def _read(file: Path) -> _Source:
         raise PortError(f"{file} is not readable Python source ({exc}); give a .py file") from None
     except ValueError as exc:  # null bytes
         raise PortError(f"{file} is not Python source ({exc}); give a .py file") from None
+    except (MemoryError, RecursionError):
+        raise PortError(f"{file} is nested too deeply for Python's parser; port it by hand") from None
     return _Source(file, text, encoding, tree)
 
 
 def _python_files(root: Path) -> list[Path]:
+    """The regular ``.py`` files under ``root``: symlinks that lead out of it, FIFOs and devices are skipped."""
+    inside = root.resolve()
     files: list[Path] = []
-    for folder, dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(root):  # symlinked folders are not entered
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
-        files.extend(Path(folder) / name for name in sorted(names) if name.endswith(".py"))
+        for name in sorted(names):
+            file = Path(folder) / name
+            if name.endswith(".py") and _regular_inside(file, inside):
+                files.append(file)
     return files
 
 
+def _regular_inside(file: Path, root: Path) -> bool:
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block, a device never ends
+            return False
+        return not file.is_symlink() or file.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # dangling or looping links
+        return False
+
+
 def _targets(path: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
-    root = Path(path)
-    if not root.exists():
+    root = user_path(path, "port target", PortError)
+    with user_path_errors(root, "read", PortError):
+        exists, is_dir = root.exists(), root.is_dir()
+        regular = exists and stat.S_ISREG(os.stat(root).st_mode)
+    if not exists:
         raise PortError(f"{root} does not exist: give a .py file or a folder of them")
-    if root.is_dir():
+    if is_dir:
         return root, _python_files(root)
+    if not regular:
+        raise PortError(f"{root} is not a regular file (a FIFO or a device): give a .py file or a folder of them")
     if root.suffix != ".py":
         raise PortError(f"{root} is not Python source (.py): give a .py file or a folder of them")
     return root, [root]
@@ -209,7 +240,10 @@ class _Scanner(ast.NodeVisitor):
             self.fixes.append(_ImportFix(node, tuple(fixed)))
 
     def _import_from(self, node: ast.ImportFrom) -> None:
-        if node.level or not node.module:
+        if node.level:
+            self._relative_import(node)
+            return
+        if not node.module:
             return
         owns = _owns_lines(node, self.lines)
         fixed = []
@@ -233,6 +267,30 @@ class _Scanner(ast.NodeVisitor):
         if fixed:
             self.fixes.append(_ImportFix(node, tuple(fixed)))
 
+    def _relative_import(self, node: ast.ImportFrom) -> None:
+        """``from ..builder import BACKBONES``: resolvable only inside its original package.
+
+        adaptkit imports ``file.py:Name`` as a top-level module, where a
+        relative import fails, so each is reported for a hand fix; when the
+        file still sits in its package's folders (``.../mmseg/models/...``)
+        the absolute path, and its replacement when it has one, are named.
+        """
+        base = _package_of(self.source.file, node.level)
+        dots = "." * node.level + (node.module or "")
+        for alias in node.names:
+            old = f"{dots}.{alias.name}" if node.module else f"{dots}{alias.name}"
+            absolute = ".".join(p for p in (base, node.module, alias.name) if p) if base is not None else None
+            if absolute is not None:
+                self.bindings[alias.asname or alias.name] = absolute
+            match = lookup(absolute) if absolute is not None else None
+            if match is not None:
+                rule, _, new = match
+                note = f"a relative import ({absolute}); {rule.note}"
+            else:
+                new = absolute or ""
+                note = "a relative import: write it absolutely (file.py:Name is imported outside any package)"
+            self._finding(alias, old, new, note, False)
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
         parts = _dotted(node)
         if parts is None or parts[0] not in self.bindings:
@@ -244,6 +302,22 @@ class _Scanner(ast.NodeVisitor):
         if match is not None and match[1].count(".") > bound.count("."):
             rule, old, new = match
             self._finding(node, old, new, rule.note, False)
+
+
+#: the packages whose folder layout tells what a relative import in a copied file meant
+_KNOWN_PACKAGES = ("mmseg", "mmdet", "mmpose", "mmcls", "mmpretrain", "mmcv", "mmengine")
+
+
+def _package_of(file: Path, level: int) -> str | None:
+    """The package a relative import of ``level`` dots resolves to, from the file's folders; None when unknown."""
+    parts = file.resolve().parent.parts
+    start = max((i for i, part in enumerate(parts) if part in _KNOWN_PACKAGES), default=None)
+    if start is None:
+        return None
+    package = list(parts[start:])
+    if level - 1 >= len(package):
+        return None
+    return ".".join(package[: len(package) - (level - 1)])
 
 
 def _scan_file(source: _Source) -> _Scanner:
@@ -373,18 +447,8 @@ def _write_backup(file: Path, data: bytes) -> Path:
 
 
 def _write_atomic(file: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename it over the original."""
-    handle = tempfile.NamedTemporaryFile(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.copymode(file, handle.name)
-        os.replace(handle.name, file)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Replace ``file`` in one step, keeping its mode (the one write path: ``adaptkit.core.files``)."""
+    write_atomic(file, data, force=True)
 
 
 def rewrite(path: str | os.PathLike[str]) -> PortReport:
@@ -421,8 +485,10 @@ def rewrite(path: str | os.PathLike[str]) -> PortReport:
         try:
             backup = _write_backup(file, file.read_bytes())
             _write_atomic(file, data)
+        except EmitError as exc:
+            raise PortError(str(exc)) from None
         except OSError as exc:
-            raise PortError(f"cannot rewrite {file}: {exc.strerror or exc}") from None
+            raise PortError(f"cannot rewrite {file}: {os_error_message(exc)}") from None
         rewritten.append(RewrittenFile(file, backup, count))
     findings = [f for scanner in scanners for f in scanner.findings] + broken
     return PortReport(root, tuple(files), _sorted(findings), tuple(rewritten))

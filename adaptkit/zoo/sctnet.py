@@ -3,7 +3,7 @@
 A port written from the network's published facts (layer order, shapes, parameter
 counts). Submodule names follow the original backbone, so ``state_dict()`` keys are
 the original ones with the ``backbone.`` prefix removed and its checkpoints load as
-they are (see :mod:`adaptkit.checkpoint`). The stem is therefore called ``conv1``
+they are (see :mod:`adaptkit.mm.checkpoint`). The stem is therefore called ``conv1``
 (``stem`` is a read-only alias) and the DAPPM module ``spp``.
 
 ``forward`` returns ``[x_out, x2, [img, [x_out, x5, x3]]]`` like the original: the
