@@ -168,13 +168,14 @@ def prepare_smoke_config(cfg: Any, layout: Any, work_dir: Path, settings: SmokeS
     for key in ("val_evaluator", "test_evaluator"):
         if cfg.get(key) is not None:
             cfg[key] = _point_evaluator(cfg[key], data_dir / val.ann_file, work_dir)
-    warmup = min(50, settings.iters // 5)  # short runs (under 5 iterations) start at the full rate
+    cfg.model = _drop_remote_init(cfg.model)
+    warmup = min(50, settings.iters // 5)  # none for a run of a few iterations (mmengine needs end > begin)
     cfg.optim_wrapper.optimizer.lr = settings.lr
     cfg.param_scheduler = [
-        dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False),
+        *([dict(type="LinearLR", begin=0, end=warmup, start_factor=0.1, by_epoch=False)] if warmup else []),
         dict(type="CosineAnnealingLR", begin=warmup, end=settings.iters, T_max=settings.iters - warmup,
              eta_min=settings.lr * 0.02, by_epoch=False),
-    ][0 if warmup else 1 :]  # fmt: skip
+    ]  # fmt: skip
     cfg.pop("auto_scale_lr", None)
     cfg.train_cfg = dict(by_epoch=False, max_iters=settings.iters, val_interval=settings.iters + 1)
     cfg.work_dir = str(work_dir)
@@ -190,6 +191,26 @@ def prepare_smoke_config(cfg: Any, layout: Any, work_dir: Path, settings: SmokeS
         cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0), dist_cfg=dict(backend="gloo")
     )
     cfg.launcher = cfg.get("launcher", "none")
+    return cfg
+
+
+def _is_remote(init: Any) -> bool:
+    if isinstance(init, (list, tuple)):
+        return any(_is_remote(i) for i in init)
+    checkpoint = init.get("checkpoint") if hasattr(init, "get") else None
+    return isinstance(checkpoint, str) and "://" in checkpoint
+
+
+def _drop_remote_init(cfg: Any) -> Any:
+    """The model config without the ``init_cfg`` entries that would download (stock configs' ImageNet weights).
+
+    Smoke starts those parts from their random init; a local checkpoint
+    (``wrap --checkpoint``) stays.
+    """
+    if hasattr(cfg, "items"):
+        return type(cfg)({k: _drop_remote_init(v) for k, v in cfg.items() if not (k == "init_cfg" and _is_remote(v))})
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_drop_remote_init(v) for v in cfg)
     return cfg
 
 
