@@ -15,7 +15,16 @@ import torch.nn as nn
 
 from adaptkit.core.planning import plan_features
 from adaptkit.core.probing import probe
-from adaptkit.core.records import AdapterPlan, ProbeResult, Strategy, TargetSpec, parse_enum
+from adaptkit.core.reach import ParameterReach, probe_reach
+from adaptkit.core.records import (
+    AdapterPlan,
+    FeaturePolicy,
+    MergeRule,
+    ProbeResult,
+    Strategy,
+    TargetSpec,
+    parse_enum,
+)
 from adaptkit.core.targets import probe_shape
 from adaptkit.core.wrapping import WrappedBackbone, wrap_module
 from adaptkit.errors import PlanError, SourceError
@@ -55,6 +64,13 @@ def _strategy(strategy: str | Strategy) -> Strategy:
         raise PlanError(str(exc)) from None
 
 
+def _choice(policy: str | FeaturePolicy, merge: str | MergeRule) -> tuple[FeaturePolicy, MergeRule]:
+    try:
+        return parse_enum(FeaturePolicy, policy, "feature policy"), parse_enum(MergeRule, merge, "merge rule")
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+
+
 def _model(source: SourceLike, source_kwargs: dict[str, Any]) -> nn.Module:
     from adaptkit.sources import resolve_source
 
@@ -73,20 +89,33 @@ def plan(
     input_shape: ShapeLike | None = None,
     select: str | None = None,
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    policy: str | FeaturePolicy = FeaturePolicy.AUTO,
+    merge: str | MergeRule = MergeRule.SUM,
+    reach: ParameterReach | None = None,
 ) -> AdapterPlan:
     """Plan an adapter from a backbone (or its ProbeResult) to a target.
 
     ``source`` is a ProbeResult, an nn.Module or a SOURCE string (probed at
     ``input_shape``, default the target's codec size at batch 2); ``target``
-    anything ``parse_target`` reads.
+    anything ``parse_target`` reads. ``policy`` picks the feature(s) when
+    ``select`` does not ("auto", "closest", "deepest", "fused"); ``merge``
+    ("sum", "concat") joins several scales. A module or SOURCE is also
+    traced for what each output depends on (``reach``); for a bare
+    ProbeResult pass ``reach`` (``core.reach.probe_reach``) or the plan's
+    ``uses`` stays unknown and "auto" means "closest".
     """
     chosen = _strategy(strategy)
+    rule = _choice(policy, merge)
     spec = parse_target(target)
     if isinstance(source, ProbeResult):
         result = source
     else:
-        result = probe(_model(source, {}), probe_shape(spec, input_shape, batch=DEFAULT_PROBE_BATCH))
-    return plan_features(result, spec, select=select, strategy=chosen)
+        model = _model(source, {})
+        result = probe(model, probe_shape(spec, input_shape, batch=DEFAULT_PROBE_BATCH))
+        reach = reach or probe_reach(model, result)
+    return _warned(
+        plan_features(result, spec, select=select, strategy=chosen, policy=rule[0], merge=rule[1], reach=reach)
+    )
 
 
 def wrap(
@@ -95,17 +124,38 @@ def wrap(
     input_shape: ShapeLike | None = None,
     select: str | None = None,
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    policy: str | FeaturePolicy = FeaturePolicy.AUTO,
+    merge: str | MergeRule = MergeRule.SUM,
     **source_kwargs: Any,
 ) -> WrappedBackbone:
     """Probe ``backbone``, plan the adapter to ``target`` and return both as one module.
 
     ``backbone`` is a module or a SOURCE string (built with ``source_kwargs``);
     ``target`` a TargetSpec, ``"CHANNELS@STRIDE"``, a config path or a head;
-    ``input_shape`` the shape to probe at (default: the config's input size, batch 2).
+    ``input_shape`` the shape to probe at (default: the config's input size, batch 2);
+    ``policy`` and ``merge`` as for ``plan``.
     Raises PlanError when no feature can serve the target.
     """
     chosen = _strategy(strategy)
+    rule = _choice(policy, merge)
     model = _model(backbone, source_kwargs)
     spec = parse_target(target)
     result = probe(model, probe_shape(spec, input_shape, batch=DEFAULT_PROBE_BATCH))
-    return wrap_module(model, plan_features(result, spec, select=select, strategy=chosen))
+    reach = probe_reach(model, result)
+    adapter_plan = plan_features(
+        result, spec, select=select, strategy=chosen, policy=rule[0], merge=rule[1], reach=reach
+    )
+    return wrap_module(model, _warned(adapter_plan))
+
+
+def _warned(adapter_plan: AdapterPlan) -> AdapterPlan:
+    """Warn (UnusedBackboneWarning) when the plan leaves most of the backbone untrained; the CLI prints its own line."""
+    import warnings
+
+    from adaptkit.core.choosing import usage_warning
+    from adaptkit.errors import UnusedBackboneWarning
+
+    message = usage_warning(adapter_plan)
+    if message is not None:
+        warnings.warn(message, UnusedBackboneWarning, stacklevel=3)
+    return adapter_plan

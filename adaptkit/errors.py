@@ -24,6 +24,7 @@ __all__ = [
     "PortError",
     "ShapeMismatchError",
     "Terminated",
+    "UnusedBackboneWarning",
     "describe_failure",
     "is_user_failure",
 ]
@@ -91,6 +92,10 @@ class PortError(AdaptkitError, ValueError):
 
 class ShapeMismatchError(AdaptkitError, RuntimeError):
     """A tensor reached a built adapter with a shape its plan cannot take (at run time, not at planning)."""
+
+
+class UnusedBackboneWarning(UserWarning):
+    """The planned adapter reads features that leave most of the backbone's parameters untrained."""
 
 
 class Terminated(BaseException):

@@ -7,8 +7,9 @@ iterations as fit into ``--budget`` seconds of this process's CPU time
 scores the same held-out split with the stock COCO metric.
 
 Variants: mmpose's stock HRNet-W32 config; SCTNet-B wrapped into it (the
-shipped fragment); torchvision's ResNet-50 (c2..c5) wrapped into it with
-the closest feature (c2, stride 4) and with the deepest (c5, stride 32).
+shipped fragment); torchvision's ResNet-50 (c2..c5) wrapped into it under
+each feature policy: the closest feature (c2, stride 4), the deepest (c5,
+stride 32), and c2..c5 merged by a sum or by concat + 1x1 conv.
 
     python benchmarks/learning.py [--budget 300] [--threads 2] [--only sctnet-b,...]
 
@@ -30,9 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _device import cpu_name, slug  # noqa: E402
+from adaptkit.bench.timing import environment, slug  # noqa: E402
 
 HRNET = "mmpose::body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py"
 RESNET50 = f"{ROOT / 'examples' / 'torchvision_backbone.py'}:resnet50_features"
@@ -55,10 +55,15 @@ def fragments(work: Path) -> dict[str, str]:
     from adaptkit.mm.fragments import wrap_config
 
     out = {"hrnet-w32 (stock)": HRNET, "sctnet-b": str(ROOT / "adapters" / "sctnet-b_hrnet-w32_coco-256x192.py")}
-    for policy, select in (("closest", "c2"), ("deepest", "c5")):
-        path = work / f"resnet50_{policy}.py"
-        wrap_config(RESNET50, HRNET, path, select=select, force=True)
-        out[f"resnet-50 {select} ({policy})"] = str(path)
+    for name, options in (
+        ("c2 (closest)", dict(policy="closest")),
+        ("c5 (deepest)", dict(policy="deepest")),
+        ("c2..c5 sum (fused)", dict(policy="fused", merge="sum")),
+        ("c2..c5 concat (fused)", dict(policy="fused", merge="concat")),
+    ):
+        path = work / f"resnet50_{slug(name)}.py"
+        wrap_config(RESNET50, HRNET, path, force=True, **options)
+        out[f"resnet-50 {name}"] = str(path)
     return out
 
 
@@ -166,7 +171,7 @@ def main() -> None:
     if args.budget <= 0 or args.threads < 1:
         parser.error("--budget and --threads must be positive")
     rows = run(args)
-    device = f"{cpu_name()} ({args.threads} threads)"
+    device = f"{environment().device_name} ({args.threads} threads)"
     table = render(rows, args, device)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """A torchvision ResNet-50 or ConvNeXt-T into mmpose's stock HRNet-W32 config.
 
 torchvision's feature extractor returns a dict of maps ({'c2': ..., 'c5': ...});
-adaptkit probes it, picks the map closest to the head's stride 4 and writes
-the fragment. The fragment names this file's `resnet50_features` /
+adaptkit probes it and, since the stride-4 map the head's stride matches
+depends on 1 % of the weights, merges every coarser map into it (c2..c5,
+summed), then writes the fragment. The fragment names this file's `resnet50_features` /
 `convnext_features` as its SOURCE, so mmpose builds it with no edit.
 
     .venv/bin/python examples/torchvision_backbone.py [--model convnext]
@@ -57,7 +58,8 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="adaptkit-tv-"))
     fragment = work / f"{args.model}_hrnet-w32_coco.py"
     plan = wrap_config(source, HRNET, fragment, force=True).plan
-    print(f"chose {plan.feature.path!r}: {plan.reason}")
+    print(f"chose {', '.join(map(repr, plan.paths))}: {plan.reason}")
+    print(f"backbone used: {100 * plan.uses:.1f}% of its parameters reach the head")
     print(f"wrote {fragment}")
 
     model = build_model(load_config(fragment).model)

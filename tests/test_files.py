@@ -245,3 +245,13 @@ def test_wrap_refuses_a_bad_out_in_one_line(tmp_path, monkeypatch, run_cli, out,
     assert code == 2
     assert words in stderr and len(stderr.strip().splitlines()) == 1
     assert sorted(os.listdir(".")) == before
+
+
+def test_a_home_folder_of_an_unknown_user_is_one_line(run_cli):
+    """``~name`` for a user the machine does not know: pathlib raises RuntimeError; we say what is wrong."""
+    from adaptkit.core.files import user_path
+
+    with pytest.raises(EmitError, match="no such user's home folder"):
+        user_path("~no-such-user-adaptkit/frag.py", "--out")
+    code, out, err = run_cli("smoke", "~no-such-user-adaptkit")
+    assert code == 2 and out.strip() == "" and err.count("\n") == 1 and "home folder" in err

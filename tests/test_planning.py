@@ -497,7 +497,7 @@ class SmallPyramid(nn.Module):
 
 def test_plan_on_a_real_module() -> None:
     model = SmallPyramid()
-    plan = adaptkit.plan(model, "32@4", (2, 3, 256, 192))
+    plan = adaptkit.plan(model, "32@4", (2, 3, 256, 192), policy="closest")
     assert plan.feature.path == "0" and plan.feature.channels == 16 and plan.feature.stride == (4, 4)
     assert kinds(plan) == [StepKind.SELECT, StepKind.PROJECT]
     assert plan.steps[-1].out_shape == (2, 32, 64, 48)

@@ -67,10 +67,16 @@ def _fail(command: str, message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    from adaptkit.errors import UnusedBackboneWarning
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UnusedBackboneWarning)  # plan and wrap print their own line
+            return int(args.run(args) or 0)
     except AdaptkitError as exc:
         return _fail(args.command, f"error: {str(exc) or type(exc).__name__}", 2)
     except SystemExit as exc:  # only user code exits from inside a command (argparse is done)

@@ -34,7 +34,24 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, target_help: str | No
         metavar="TARGET",
         help=target_help or "CHANNELS@STRIDE (e.g. 32@4), a config file, or mmpose::path/to/config.py",
     )
-    parser.add_argument("--select", metavar="PATH", help="use the backbone output at PATH (e.g. 0, 2.1.1, stage3)")
+    parser.add_argument(
+        "--select",
+        metavar="PATH[,PATH...]",
+        help="use the backbone output at PATH (e.g. 0, 2.1.1, stage3); several paths for a one-map head merge those scales",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=("auto", "closest", "deepest", "fused"),
+        default="auto",
+        help="how to pick features without --select: closest stride, the deepest (most of the backbone), the closest "
+        "fused with every coarser scale, or auto (closest, fused when the closest uses under half the backbone)",
+    )
+    parser.add_argument(
+        "--fuse-scales",
+        choices=("sum", "concat"),
+        default="sum",
+        help="how merged scales join: sum (FPN-style) or concat + 1x1 conv (default sum)",
+    )
     parser.add_argument(
         "--strategy",
         choices=("adapt-features", "adapt-head"),
@@ -47,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from adaptkit.api import DEFAULT_PROBE_BATCH, parse_target, plan
     from adaptkit.core.planning import plan_to_dict
     from adaptkit.core.probing import probe
+    from adaptkit.core.reach import probe_reach
     from adaptkit.core.shapes import parse_input_shape
     from adaptkit.core.targets import probe_shape
     from adaptkit.sources import resolve_source
@@ -59,24 +77,56 @@ def run(args: argparse.Namespace) -> int:
     input_shape = given
     model = resolve_source(args.source, **parse_kwargs(args.kwargs))
     result = probe(model, input_shape)
-    adapter_plan = plan(result, target, select=args.select, strategy=args.strategy)
+    reach = probe_reach(model, result)
+    adapter_plan = plan(
+        result,
+        target,
+        select=args.select,
+        strategy=args.strategy,
+        policy=args.policy,
+        merge=args.fuse_scales,
+        reach=reach,
+    )
+    warn_usage("plan", adapter_plan)
     if args.json:
-        print_json({"source": args.source, **plan_to_dict(adapter_plan)})
+        shares = {f.path: reach.share([f.path]) for f in result.features} if reach is not None else None
+        print_json({"source": args.source, **plan_to_dict(adapter_plan), "feature_uses": shares})
         return 0
-    render_plan(result, adapter_plan, args.source)
+    render_plan(result, adapter_plan, args.source, reach)
     return 0
 
 
-def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-untyped-def]
+def warn_usage(command: str, adapter_plan) -> None:  # type: ignore[no-untyped-def]
+    """The low-usage warning as one stderr line (the Python API raises it as an UnusedBackboneWarning)."""
+    import sys
+
+    from adaptkit.core.choosing import usage_warning
+
+    message = usage_warning(adapter_plan)
+    if message is not None:
+        print(f"adaptkit {command}: warning: {message}", file=sys.stderr)
+
+
+def usage_line(adapter_plan) -> str:  # type: ignore[no-untyped-def]
+    """How much of the backbone the adapter's features depend on, in words."""
+    if adapter_plan.uses is None:
+        return "backbone used: unknown (the shape-only trace could not follow gradients)"
+    return f"backbone used: {100 * adapter_plan.uses:.1f}% of its trainable parameters reach the head"
+
+
+def render_plan(result, adapter_plan, source: str, reach=None) -> None:  # type: ignore[no-untyped-def]
     console = stdout_console()
     target = adapter_plan.target
-    chosen = {p.feature.path for p in adapter_plan.inputs}
+    chosen = set(adapter_plan.paths)
     many = len(adapter_plan.inputs) > 1
     side = Table(title=f"{source} at {format_shape(result.input_shape)} -> {target.source}", title_justify="left")
-    for column in ("path", "module", "shape", "ch", "stride", "layout", ""):
-        side.add_column(column)
+    for column in ("path", "module", "shape", "ch", "stride", "layout", "uses", ""):
+        side.add_column(column, justify="right" if column == "uses" else "left")
     for f in result.features:
         mark = "selected" if f.path in chosen else ""
+        merged = [p for p in adapter_plan.inputs if f.path in {m.feature.path for m in p.merged}]
+        if merged:
+            mark = f"merged ({merged[0].merge.value})"
         if many and f.path in chosen:
             mark = "selected for input " + ", ".join(
                 str(p.index) for p in adapter_plan.inputs if p.feature.path == f.path
@@ -93,6 +143,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             str(f.channels),
             format_stride(f.stride),
             f.layout.value,
+            f"{100 * reach.share([f.path]):.0f}%" if reach is not None and not f.is_input else "",
             mark,
             style=style,
         )
@@ -110,6 +161,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
             str(p.out_channels),
             format_stride(wanted.stride) if wanted.stride is not None else "any (pooled)",
             wanted.layout.value,
+            "",
             note,
             style="bold",
         )
@@ -121,7 +173,7 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
     for p in adapter_plan.inputs:
         if many:
             chain.add_section()
-        for step in p.steps:
+        for step in p.all_steps:
             chain.add_row(
                 (f"{p.index}: " if many else "") + step.kind.value,
                 f"{format_shape(step.in_shape)} -> {format_shape(step.out_shape)}",
@@ -135,3 +187,4 @@ def render_plan(result, adapter_plan, source: str) -> None:  # type: ignore[no-u
         module = f" ({p.feature.module})" if p.feature.module else ""
         console.print(f"why {p.feature.path!r}{module}" + (f" for input {p.index}" if many else "") + f": {p.reason}")
     console.print(f"adapter total: {format_count(adapter_plan.macs)} MACs, {format_count(adapter_plan.params)} params")
+    console.print(usage_line(adapter_plan))

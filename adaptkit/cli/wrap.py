@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, stdout_console
-from adaptkit.cli.plan import add_plan_arguments
+from adaptkit.cli.plan import add_plan_arguments, usage_line, warn_usage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         input_shape=args.input_shape,
         select=args.select,
         strategy=args.strategy,
+        policy=args.policy,
+        merge=args.fuse_scales,
         checkpoint=args.checkpoint,
         allow_partial=args.allow_partial,
         aux=args.aux,
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         command="adaptkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["wrap"] else None,
     )
     adapter_plan = result.plan
+    warn_usage("wrap", adapter_plan)
     console = stdout_console()
     if result.checkpoint is not None and not args.quiet:
         render_load_report(console, args.checkpoint, result.checkpoint)
@@ -83,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
         for p in adapter_plan.inputs:
             pad = f"  input {p.index}: " if many else "  "
             console.print(f"{pad}select {p.feature.path!r}: {p.reason}")
+            for m in p.merged:
+                console.print(f"{pad}  and {m.feature.path!r}: " + "; ".join(s.why for s in m.steps[1:]))
             for step in p.steps[1:]:
                 console.print(f"{pad}{step.kind.value}: {step.why}")
+        console.print(f"  {usage_line(adapter_plan)}")
         if adapter_plan.target.kept_neck is not None:
             console.print(f"  then the stock {adapter_plan.target.kept_neck} neck, kept")
         from adaptkit.mm.aux_plans import parse_aux

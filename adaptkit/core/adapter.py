@@ -6,7 +6,8 @@ fixes its layout, projects its channels with a 1x1 conv and resizes it
 bilinearly, in the order the planner chose, and returns a 1-tuple the way
 mmpose necks do. ``MultiShapeAdapter`` holds one such branch per map a
 multi-input head reads and returns the maps in the head's order (nested
-when the head reads stages of units). All settings are plain data, so a
+when the head reads stages of units). ``ScaleFusionAdapter`` merges several
+scales into the one map a head reads. All settings are plain data, so a
 config can hold them.
 """
 
@@ -22,12 +23,20 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from adaptkit.core.layouts import LAYOUTS, layout_info
-from adaptkit.core.records import Layout, parse_enum
+from adaptkit.core.records import Layout, MergeRule, parse_enum
 from adaptkit.core.shapes import target_size
 from adaptkit.core.tree import select
 from adaptkit.errors import BuildError, ShapeMismatchError
 
-__all__ = ["ShapeAdapter", "MultiShapeAdapter", "resize_to", "target_size"]
+__all__ = [
+    "ShapeAdapter",
+    "MultiShapeAdapter",
+    "ScaleFusionAdapter",
+    "ADAPTERS",
+    "build_adapter_module",
+    "resize_to",
+    "target_size",
+]
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -174,20 +183,11 @@ class MultiShapeAdapter(nn.Module):
 
     def __init__(self, branches: Sequence[dict[str, Any]], groups: Sequence[int] | None = None) -> None:
         super().__init__()
-        if not branches:
-            raise BuildError("MultiShapeAdapter needs at least one branch")
         if groups is not None and (
             any(not isinstance(g, int) or g <= 0 for g in groups) or sum(groups) != len(branches)
         ):
             raise BuildError(f"groups {list(groups)} do not split the {len(branches)} branches")
-        made = []
-        for branch in branches:
-            settings = {k: v for k, v in dict(branch).items() if k != "type"}
-            try:
-                made.append(ShapeAdapter(**settings))
-            except TypeError as exc:
-                raise BuildError(f"bad MultiShapeAdapter branch {settings}: {exc}") from None
-        self.branches = nn.ModuleList(made)
+        self.branches = nn.ModuleList(_branches(branches, "MultiShapeAdapter"))
         self.groups = tuple(groups) if groups is not None else None
 
     def init_weights(self) -> None:
@@ -203,3 +203,90 @@ class MultiShapeAdapter(nn.Module):
             nested.append(tuple(maps[start : start + size]))
             start += size
         return tuple(nested)
+
+
+def _branches(branches: Sequence[dict[str, Any]], owner: str) -> list[ShapeAdapter]:
+    if not branches:
+        raise BuildError(f"{owner} needs at least one branch")
+    made = []
+    for branch in branches:
+        settings = {k: v for k, v in dict(branch).items() if k != "type"}
+        try:
+            made.append(ShapeAdapter(**settings))
+        except TypeError as exc:
+            raise BuildError(f"bad {owner} branch {settings}: {exc}") from None
+    return made
+
+
+class ScaleFusionAdapter(nn.Module):
+    """Several backbone scales merged into the one map a head reads; returns ``(map,)``.
+
+    Each branch (a ShapeAdapter) projects its feature to the head's channels
+    and resizes it to the head's grid; ``merge`` "sum" adds the maps (FPN's
+    top-down sum without the lateral smoothing), "concat" stacks them and a
+    1x1 conv brings them back to ``out_channels`` (mmseg's resize_concat).
+
+    Args:
+        branches: ShapeAdapter settings, finest scale first; each must end at ``out_channels``.
+        out_channels: channels the head reads.
+        merge: "sum" or "concat".
+    """
+
+    def __init__(self, branches: Sequence[dict[str, Any]], out_channels: int, merge: str = "sum") -> None:
+        super().__init__()
+        try:
+            self.merge = parse_enum(MergeRule, merge, "merge rule")
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+        made = _branches(branches, "ScaleFusionAdapter")
+        if len(made) < 2:
+            raise BuildError("ScaleFusionAdapter merges at least two scales; use a ShapeAdapter for one")
+        wrong = [b.select for b in made if b.out_channels != out_channels]
+        if wrong:
+            raise BuildError(f"every branch must end at {out_channels} channels; {wrong} do not")
+        self.branches = nn.ModuleList(made)
+        self.out_channels = out_channels
+        self.fuse: nn.Conv2d | None = None
+        if self.merge is MergeRule.CONCAT:
+            self.fuse = nn.Conv2d(len(made) * out_channels, out_channels, kernel_size=1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for branch in self.branches:
+            branch.init_weights()  # type: ignore[operator]
+        if self.fuse is not None:
+            nn.init.kaiming_normal_(self.fuse.weight, mode="fan_in", nonlinearity="linear")
+            nn.init.zeros_(self.fuse.bias)  # type: ignore[arg-type]
+
+    def forward(self, feats: Any, input_hw: tuple[int, int] | None = None) -> tuple[torch.Tensor]:
+        maps = [branch(feats, input_hw)[0] for branch in self.branches]
+        size = maps[0].shape[-2:]
+        if any(m.shape[-2:] != size for m in maps):
+            grids = ", ".join(f"{b.select!r}: {tuple(m.shape[-2:])}" for b, m in zip(self.branches, maps, strict=True))
+            raise ShapeMismatchError(f"the merged scales do not land on one grid ({grids}); probe at this input size")
+        if self.fuse is not None:
+            return (self.fuse(torch.cat(maps, dim=1)),)
+        out = maps[0]
+        for m in maps[1:]:
+            out = out + m
+        return (out,)
+
+    def extra_repr(self) -> str:
+        return f"merge={self.merge.value}, {len(self.branches)} scales -> {self.out_channels} ch"
+
+
+#: the adapter modules a config may name, by ``type``
+ADAPTERS: dict[str, type[nn.Module]] = {
+    "ShapeAdapter": ShapeAdapter,
+    "MultiShapeAdapter": MultiShapeAdapter,
+    "ScaleFusionAdapter": ScaleFusionAdapter,
+}
+
+
+def build_adapter_module(cfg: dict[str, Any]) -> nn.Module:
+    """An adapter from its config dict (``type`` defaults to ShapeAdapter)."""
+    settings = dict(cfg)
+    kind = settings.pop("type", "ShapeAdapter")
+    if kind not in ADAPTERS:
+        raise BuildError(f"unknown adapter type {kind!r}; one of {', '.join(ADAPTERS)}")
+    return ADAPTERS[kind](**settings)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
+import torch.nn as nn
+
+from adaptkit.core.adapter import build_adapter_module
 from adaptkit.core.layouts import layout_info
 from adaptkit.core.records import AdapterPlan, InputPlan, StepKind
 from adaptkit.errors import BuildError
@@ -42,14 +44,31 @@ def _branch_config(plan: InputPlan) -> dict[str, Any]:
     return cfg
 
 
+def _input_config(plan: InputPlan) -> dict[str, Any]:
+    """One head input: a ShapeAdapter, or a ScaleFusionAdapter when it merges several scales."""
+    if not plan.merged:
+        return _branch_config(plan)
+    if plan.merge is None:
+        raise BuildError(f"input {plan.index} merges {len(plan.merged) + 1} scales but names no merge rule")
+    branches = []
+    for branch_plan in (plan, *plan.merged):
+        branch = _branch_config(branch_plan)
+        branch.pop("type")
+        branches.append(branch)
+    return dict(type="ScaleFusionAdapter", branches=branches, out_channels=plan.out_channels, merge=plan.merge.value)
+
+
 def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
     """The ``neck`` config dict that rebuilds this plan's adapter.
 
-    A ``ShapeAdapter`` when the head reads one map, else a ``MultiShapeAdapter``
-    with one branch per map.
+    A ``ShapeAdapter`` when the head reads one map (a ``ScaleFusionAdapter``
+    when that map merges several scales), else a ``MultiShapeAdapter`` with
+    one branch per map.
     """
     if plan.target.num_inputs == 1 and plan.target.groups is None:
-        return _branch_config(plan.last)
+        return _input_config(plan.last)
+    if any(p.merged for p in plan.inputs):
+        raise BuildError("merged scales feed a head that reads one map; this plan's head reads several")
     branches = []
     for p in plan.inputs:
         branch = _branch_config(p)
@@ -61,8 +80,6 @@ def adapter_config(plan: AdapterPlan) -> dict[str, Any]:
     return cfg
 
 
-def build_adapter(plan: AdapterPlan) -> ShapeAdapter | MultiShapeAdapter:
+def build_adapter(plan: AdapterPlan) -> nn.Module:
     """A fresh adapter for ``plan`` (projections initialised, no weights loaded)."""
-    cfg = adapter_config(plan)
-    kind = cfg.pop("type")
-    return ShapeAdapter(**cfg) if kind == "ShapeAdapter" else MultiShapeAdapter(**cfg)
+    return build_adapter_module(adapter_config(plan))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptkit.core.building import adapter_config
+from adaptkit.core.choosing import usage_warning
 from adaptkit.core.files import check_destination, write_atomic
 from adaptkit.core.records import AdapterPlan, Strategy
 
@@ -86,6 +87,12 @@ def _describe(plan: AdapterPlan) -> list[str]:
             f"{pad}feature {f.path!r}: {list(f.shape)} {f.layout.value}, {f.channels} ch at stride {format_value(list(f.stride))}",
             f"{pad}why: {p.reason}",
         ]
+        for m in p.merged:
+            lines.append(
+                f"{pad}merged feature {m.feature.path!r}: {list(m.feature.shape)} {m.feature.layout.value}, "
+                f"{m.feature.channels} ch at stride {format_value(list(m.feature.stride))}"
+            )
+            lines += [f"{pad}  step: {step.kind.value}: {step.why}" for step in m.steps[1:]]
         lines += [f"{pad}step: {step.kind.value}: {step.why}" for step in p.steps[1:]]
     if t.kept_neck is not None:
         lines.append(f"the adapter runs before the stock {t.kept_neck} neck, which stays: the head reads what it pools")
@@ -99,6 +106,11 @@ def _describe(plan: AdapterPlan) -> list[str]:
         lines.append(
             f"exact grid: {t.featuremap_size[0]}x{t.featuremap_size[1]} (width x height), the head's in_featuremap_size"
         )
+    if plan.uses is not None:
+        lines.append(f"backbone used: {100 * plan.uses:.1f}% of its trainable parameters reach the head")
+    warning = usage_warning(plan)
+    if warning is not None:
+        lines.append(f"warning: {warning}")
     return lines
 
 

@@ -73,7 +73,10 @@ def user_path(path: str | os.PathLike[str], what: str, error: type[AdaptkitError
         raise error(f"{what} {show(text)}: the name is not valid UTF-8; use a UTF-8 name") from None
     if "\x00" in text:
         raise error(f"{what} {show(text)} holds a NUL character; give a plain file name")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~name" for a user this machine does not know
+        raise error(f"{what} {show(text)}: no such user's home folder; give the full path") from None
 
 
 @contextlib.contextmanager

@@ -210,10 +210,15 @@ def find_parts(model: Any) -> Parts:
         )
     else:
         raise FuseError(f"fuse takes a model or an (adapter, head) pair, got {type(model).__name__}")
-    if isinstance(adapter, nn.Module) and type(adapter).__name__ in ("MultiShapeAdapter", "AdapterThenNeck"):
+    if isinstance(adapter, nn.Module) and type(adapter).__name__ in (
+        "MultiShapeAdapter",
+        "ScaleFusionAdapter",
+        "AdapterThenNeck",
+    ):
         raise FuseError(
             f"fuse cannot fold the adapter into {type(head).__name__}: its {type(adapter).__name__} feeds "
-            "several maps or a stock neck, and fuse folds one ShapeAdapter into a HeatmapHead"
+            "several maps, merges several scales or feeds a stock neck, and fuse folds one ShapeAdapter "
+            "into a HeatmapHead; keep the adapter unfused"
         )
     if not isinstance(adapter, ShapeAdapter):
         raise FuseError(

@@ -18,6 +18,8 @@ __all__ = [
     "ProbeMode",
     "Strategy",
     "StepKind",
+    "FeaturePolicy",
+    "MergeRule",
     "Stride",
     "FeatureSpec",
     "LayerRow",
@@ -64,6 +66,23 @@ class StepKind(str, enum.Enum):
     LAYOUT = "layout"
     PROJECT = "project"
     RESIZE = "resize"
+    MERGE = "merge"  # several maps at the target's grid into one (sum, or concat + 1x1)
+
+
+class FeaturePolicy(str, enum.Enum):
+    """How the planner picks the feature(s) for a head input when the user selects none."""
+
+    AUTO = "auto"  # closest, unless it leaves most of the backbone unused: then fused
+    CLOSEST = "closest"  # the one feature nearest the target stride (least resizing)
+    DEEPEST = "deepest"  # the one feature that depends on the most of the backbone
+    FUSED = "fused"  # the closest and one feature per coarser stride, merged into one map
+
+
+class MergeRule(str, enum.Enum):
+    """How several scales become one map, each first projected and resized to the target."""
+
+    SUM = "sum"  # FPN-style: add the maps
+    CONCAT = "concat"  # mmseg's resize_concat: stack the maps, then a 1x1 conv back to the target channels
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -269,10 +288,24 @@ class InputPlan:
     input: InputSpec
     steps: tuple[PlanStep, ...]
     reason: str  # why this feature was chosen, in words
+    merged: tuple[InputPlan, ...]  # further scales merged into this map (after the MERGE step); () for one feature
+    merge: MergeRule | None  # how ``merged`` joins; None for one feature
 
     @property
     def out_channels(self) -> int:
         return self.steps[-1].out_shape[1] if self.steps else self.feature.channels
+
+    @property
+    def features(self) -> tuple[FeatureSpec, ...]:
+        """Every backbone feature this input reads, finest first."""
+        return (self.feature, *(m.feature for m in self.merged))
+
+    @property
+    def all_steps(self) -> tuple[PlanStep, ...]:
+        """This chain's steps, each merged branch's, then the merge (the order the plan table shows)."""
+        if not self.merged:
+            return self.steps
+        return (*self.steps[:-1], *(s for m in self.merged for s in m.steps), self.steps[-1])
 
 
 @dataclass(frozen=True)
@@ -283,6 +316,7 @@ class AdapterPlan:
     strategy: Strategy
     inputs: tuple[InputPlan, ...]
     input_shape: tuple[int, ...]
+    uses: float | None  # share of the backbone's trainable parameters the read features depend on; None: unknown
 
     @property
     def last(self) -> InputPlan:
@@ -307,8 +341,13 @@ class AdapterPlan:
 
     @property
     def macs(self) -> int:
-        return sum(s.macs for p in self.inputs for s in p.steps)
+        return sum(s.macs for p in self.inputs for s in p.all_steps)
 
     @property
     def params(self) -> int:
-        return sum(s.params for p in self.inputs for s in p.steps)
+        return sum(s.params for p in self.inputs for s in p.all_steps)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every backbone output the adapter reads, once each, in the head's order."""
+        return tuple(dict.fromkeys(f.path for p in self.inputs for f in p.features))

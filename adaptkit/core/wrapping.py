@@ -7,7 +7,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
 from adaptkit.core.building import build_adapter
 from adaptkit.core.records import AdapterPlan
 
@@ -21,7 +20,7 @@ class WrappedBackbone(nn.Module):
     any input the backbone accepts.
     """
 
-    def __init__(self, backbone: nn.Module, adapter: ShapeAdapter | MultiShapeAdapter, plan: AdapterPlan) -> None:
+    def __init__(self, backbone: nn.Module, adapter: nn.Module, plan: AdapterPlan) -> None:
         super().__init__()
         self.backbone = backbone
         self.adapter = adapter

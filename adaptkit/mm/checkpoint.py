@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from adaptkit.core.files import user_path
 from adaptkit.errors import CheckpointError
 
 __all__ = ["LoadReport", "read_state_dict", "match_keys", "load_checkpoint", "check_checkpoint_path"]
@@ -146,7 +147,7 @@ def read_state_dict(
         where = "the checkpoint object"
         obj = path_or_obj
     elif isinstance(path_or_obj, (str, os.PathLike)):
-        path = Path(path_or_obj).expanduser()
+        path = user_path(path_or_obj, "checkpoint", CheckpointError)
         where = f"checkpoint {path}"
         obj = _load_file(path)
     else:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
-
-from adaptkit.core.records import AdapterPlan, Strategy
+from adaptkit.core.records import AdapterPlan, FeaturePolicy, MergeRule, Strategy
 
 if TYPE_CHECKING:
+    from adaptkit.core.reach import ParameterReach
     from adaptkit.mm.checkpoint import LoadReport
 
 __all__ = ["DistillRequest", "WrapRequest", "WrapResult", "build_fragment", "run_wrap", "wrap_config", "wrap_request"]
@@ -60,6 +59,8 @@ class WrapRequest:
     input_shape: tuple[int, int, int, int] | None
     select: str | None
     strategy: Strategy
+    policy: FeaturePolicy
+    merge: MergeRule
     checkpoint: Path | None
     allow_partial: bool
     aux: tuple[tuple[str, float], ...]
@@ -77,6 +78,8 @@ def wrap_request(
     input_shape: Any = None,
     select: str | None = None,
     strategy: str | Strategy = Strategy.ADAPT_FEATURES,
+    policy: str | FeaturePolicy = FeaturePolicy.AUTO,
+    merge: str | MergeRule = MergeRule.SUM,
     checkpoint: str | None = None,
     allow_partial: bool = False,
     aux: Sequence[str | tuple[str, float]] = (),
@@ -113,6 +116,7 @@ def wrap_request(
         read_state_dict(check_checkpoint_path(distill.teacher_checkpoint, "--distill-checkpoint"))
     try:
         chosen = parse_enum(Strategy, strategy, "strategy")
+        rule = parse_enum(FeaturePolicy, policy, "feature policy"), parse_enum(MergeRule, merge, "merge rule")
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     aux_heads = tuple(parse_aux(a) if isinstance(a, str) else (a[0], check_weight(a[1])) for a in aux)
@@ -124,6 +128,8 @@ def wrap_request(
         input_shape=shape,
         select=select,
         strategy=chosen,
+        policy=rule[0],
+        merge=rule[1],
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
         allow_partial=allow_partial,
         aux=aux_heads,
@@ -196,6 +202,7 @@ def run_wrap(request: WrapRequest) -> WrapResult:
     from adaptkit.api import plan
     from adaptkit.core.emitting import base_reference, write_atomic
     from adaptkit.core.probing import probe
+    from adaptkit.core.reach import probe_reach
     from adaptkit.core.targets import probe_shape
     from adaptkit.mm.openmmlab import load_config
     from adaptkit.mm.targets import target_from_config
@@ -211,11 +218,20 @@ def run_wrap(request: WrapRequest) -> WrapResult:
     # batch 2: train-mode BatchNorm on a globally pooled branch (SCTNet's DAPPM) needs it
     shape = probe_shape(target, request.input_shape, batch=2)
     result = probe(model, shape)
-    adapter_plan = plan(result, target, select=request.select, strategy=request.strategy)
+    reach = probe_reach(model, result)  # one trace: the planner's usage weighing and DDP's unused modules
+    adapter_plan = plan(
+        result,
+        target,
+        select=request.select,
+        strategy=request.strategy,
+        policy=request.policy,
+        merge=request.merge,
+        reach=reach,
+    )
     base_cfg = load_config(request.config)
     aux_heads = list(request.aux)
     head_configs = _aux_configs(result, target, aux_heads)
-    read_paths = [*(p.feature.path for p in adapter_plan.inputs), *(path for path, _ in aux_heads)]
+    read_paths = [*adapter_plan.paths, *(path for path, _ in aux_heads)]
     if request.distill is not None:
         student_path = request.distill.student_path or adapter_plan.feature.path
         head_configs.append(_distill_config(result, shape, request.distill, student_path))
@@ -225,7 +241,7 @@ def run_wrap(request: WrapRequest) -> WrapResult:
         request,
         base_cfg.model,
         base=base_reference(target.config or request.config, request.out),
-        unused_modules=_unused_modules(model, shape, list(dict.fromkeys(read_paths))),
+        unused_modules=_unused_modules(reach, list(dict.fromkeys(read_paths))),
         extra_model=_aux_entries(head_configs, base_cfg.model.get("type")),
     )
     write_atomic(request.out, text, force=request.force)
@@ -265,12 +281,12 @@ def _aux_entries(head_configs: list[dict[str, Any]], base_type: str | None) -> t
     return aux_model_entries(head_configs, base_type=base_type)
 
 
-def _unused_modules(model: nn.Module, shape: Any, paths: list[str]) -> tuple[str, ...]:
+def _unused_modules(reach: ParameterReach | None, paths: list[str]) -> tuple[str, ...]:
     """Top-level backbone modules none of ``paths`` depends on (DDP must be told of them)."""
-    from adaptkit.core.reach import unreached_parameters
-
-    names = unreached_parameters(model, shape, paths)  # None: unknown, so say nothing rather than guess
-    return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(names or ())))
+    if reach is None or not set(paths) <= set(reach.reached):  # unknown: say nothing rather than guess
+        return ()
+    used = reach.names(paths)
+    return tuple(dict.fromkeys(n.split(".")[0] for n in sorted(reach.sizes) if n not in used))
 
 
 #: mmengine replaces this in a config file with the file's own folder when it loads it

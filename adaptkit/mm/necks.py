@@ -13,24 +13,23 @@ from typing import Any
 
 from mmengine.model import BaseModule
 
-from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
+from adaptkit.core.adapter import ADAPTERS, build_adapter_module
 from adaptkit.errors import BuildError
 
 __all__ = ["AdapterThenNeck"]
 
 
 class AdapterThenNeck(BaseModule):
-    """``adapter`` (a ShapeAdapter or MultiShapeAdapter config), then ``neck`` (a stock neck config)."""
+    """``adapter`` (an adaptkit adapter config: ShapeAdapter, ScaleFusionAdapter...), then ``neck`` (a stock neck config)."""
 
     def __init__(self, adapter: dict[str, Any], neck: dict[str, Any], init_cfg: Any = None) -> None:
         super().__init__(init_cfg=init_cfg)
         from mmpose.registry import MODELS
 
-        settings = dict(adapter)
-        kind = settings.pop("type", "ShapeAdapter")
-        if kind not in ("ShapeAdapter", "MultiShapeAdapter"):
-            raise BuildError(f"AdapterThenNeck's adapter must be a ShapeAdapter or MultiShapeAdapter, got {kind!r}")
-        self.adapter = ShapeAdapter(**settings) if kind == "ShapeAdapter" else MultiShapeAdapter(**settings)
+        kind = dict(adapter).get("type", "ShapeAdapter")
+        if kind not in ADAPTERS:
+            raise BuildError(f"AdapterThenNeck's adapter must be one of {', '.join(ADAPTERS)}, got {kind!r}")
+        self.adapter = build_adapter_module(dict(adapter))
         self.neck = MODELS.build(dict(neck))
 
     def forward(self, feats: Any) -> Any:

@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from mmpose.registry import MODELS
 
-from adaptkit.core.adapter import MultiShapeAdapter, ShapeAdapter
+from adaptkit.core.adapter import MultiShapeAdapter, ScaleFusionAdapter, ShapeAdapter
 from adaptkit.mm.distill import ChannelWiseDistillLoss, DistillHead
 from adaptkit.mm.estimator import AuxHeatmapHead, AuxiliaryHead, AuxTopdownPoseEstimator
 from adaptkit.mm.necks import AdapterThenNeck
@@ -94,6 +94,7 @@ for _name, _module in (
     ("ForeignBackbone", ForeignBackbone),
     ("ShapeAdapter", ShapeAdapter),
     ("MultiShapeAdapter", MultiShapeAdapter),
+    ("ScaleFusionAdapter", ScaleFusionAdapter),
     ("AdapterThenNeck", AdapterThenNeck),
     ("AuxTopdownPoseEstimator", AuxTopdownPoseEstimator),
     ("AuxiliaryHead", AuxiliaryHead),
