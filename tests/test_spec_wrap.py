@@ -141,3 +141,48 @@ def test_python_refusals_are_typed(tmp_path):
     with pytest.raises(TargetError, match="got 'nope'"):
         wrap_config("sctnet-s", "nope", tmp_path / "f.py")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_backbone_file_and_checkpoint_travel_with_the_model_fragment(tmp_path, run_cli):
+    """mmengine fills {{fileDirname}} per file, so a model fragment used as a _base_ finds its own neighbours."""
+    from mmengine import Config
+
+    from adaptkit.mm.openmmlab import build_model
+    from adaptkit.sources import resolve_source
+
+    from .test_cli_fuzz import TINY
+
+    project, mine = tmp_path / "project", tmp_path / "configs"
+    project.mkdir()
+    mine.mkdir()
+    (project / "net.py").write_text(TINY)
+    net = resolve_source(f"{project / 'net.py'}:Net")
+    torch.nn.init.constant_(net.a.weight, 0.25)
+    torch.save(net.state_dict(), project / "net.pth")
+    code, _, err = run_cli(
+        "wrap",
+        f"{project / 'net.py'}:Net",
+        "--target",
+        "32@4",
+        "--out",
+        str(project / "fragment.py"),
+        "--checkpoint",
+        str(project / "net.pth"),
+        "--input",
+        "2x3x64x48",
+        "--quiet",
+    )
+    assert code == 0, err
+    text = (project / "fragment.py").read_text()
+    assert "source='{{fileDirname}}/net.py:Net'" in text and "checkpoint='{{fileDirname}}/net.pth'" in text
+
+    user = mine / "mine.py"
+    user.write_text(f"_base_ = [{HRNET!r}, '../project/fragment.py']\nmodel = _base_.{MODEL_FRAGMENT_KEY}\n")
+    cfg = Config.fromfile(str(user))
+    assert cfg.model.backbone.source == f"{project}/net.py:Net"
+    backbone = build_model(cfg.model.backbone, keep_init_cfg=True)
+    backbone.init_weights()  # the checkpoint named beside the fragment, found from another folder
+    assert torch.equal(backbone.body.a.weight, net.a.weight)
+    model = build_model(cfg.model)
+    model.eval()
+    assert _heatmaps(model, 256, 192) == (2, 17, 64, 48)
