@@ -140,7 +140,19 @@ def test_python_refusals_are_typed(tmp_path):
         wrap_config("sctnet-s", "32@4", tmp_path / "f.py", aux=["1"])
     with pytest.raises(TargetError, match="got 'nope'"):
         wrap_config("sctnet-s", "nope", tmp_path / "f.py")
+    with pytest.raises(TargetError, match="CHANNELS@STRIDE text, got int"):
+        wrap_config("sctnet-s", 32, tmp_path / "f.py")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_request_reads_a_path_config_and_a_spec_apart(tmp_path):
+    from adaptkit.mm.fragments import wrap_request
+    from adaptkit.mm.openmmlab import config_path
+
+    stock = wrap_request("sctnet-s", config_path(HRNET), tmp_path / "f.py")
+    assert stock.spec is None and stock.config == str(config_path(HRNET)) and stock.input_shape is None
+    spec = wrap_request("sctnet-s", " 32@4x8 ", tmp_path / "f.py")
+    assert spec.spec is not None and spec.spec.stride == (4, 8) and spec.input_shape == (2, 3, 640, 640)
 
 
 def test_a_backbone_file_and_checkpoint_travel_with_the_model_fragment(tmp_path, run_cli):

@@ -8,7 +8,7 @@ import sys
 
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, stdout_console
 from adaptkit.cli.plan import add_plan_arguments
-from adaptkit.core.targets import SPEC_INPUT_DEFAULT
+from adaptkit.core.targets import SPEC_INPUT_DEFAULT, is_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  auxiliary heatmap head on {path!r}, loss weight {weight:g}")
         if distill is not None:
             console.print(f"  distillation head against {distill.teacher_config}, loss weight {distill.weight:g}")
-        if adapter_plan.target.config is None and adapter_plan.target.input_size is None:
+        if is_spec(args.target):
             from adaptkit.core.emitting import MODEL_FRAGMENT_KEY
 
             console.print(

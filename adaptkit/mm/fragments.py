@@ -14,6 +14,7 @@ the user's own config to take (``build_model_fragment``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class WrapRequest:
 
 def wrap_request(
     source: str,
-    config: str,
+    config: str | os.PathLike[str],
     out: Any,
     *,
     source_kwargs: dict[str, Any] | None = None,
@@ -109,7 +110,13 @@ def wrap_request(
 
     out_path = Path(out)
     check_destination(out_path, force)  # before any work: the file is written last
-    spec = target_from_spec(config.strip()) if isinstance(config, str) and is_spec(config) else None
+    if isinstance(config, os.PathLike):
+        config = os.fspath(config)
+    if not isinstance(config, str):
+        raise TargetError(
+            f"wrap's target is a config path, an mmpose::name or CHANNELS@STRIDE text, got {type(config).__name__}"
+        )
+    spec = target_from_spec(config.strip()) if is_spec(config) else None
     _refuse_overwriting_inputs(out_path, source, config if spec is None else None)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if spec is None and not is_config_source(config):
@@ -243,7 +250,7 @@ def build_fragment(
     return fragment_text(adapter_plan, fragment)
 
 
-def wrap_config(source: str, config: str, out: Any, **options: Any) -> WrapResult:
+def wrap_config(source: str, config: str | os.PathLike[str], out: Any, **options: Any) -> WrapResult:
     """Probe ``source``, plan it into ``config``'s head and write the fragment to ``out``.
 
     ``config`` may also be a bare ``CHANNELS@STRIDE`` spec (``"32@4"``): the
