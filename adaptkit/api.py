@@ -27,7 +27,7 @@ from adaptkit.core.records import (
 )
 from adaptkit.core.targets import probe_shape
 from adaptkit.core.wrapping import WrappedBackbone, wrap_module
-from adaptkit.errors import PlanError, SourceError
+from adaptkit.errors import PlanError, SourceError, TargetError
 
 __all__ = ["parse_target", "plan", "wrap", "DEFAULT_PROBE_BATCH", "TargetLike", "SourceLike", "ShapeLike"]
 
@@ -43,18 +43,35 @@ DEFAULT_PROBE_BATCH = 2
 
 
 def parse_target(target: TargetLike, **options: Any) -> TargetSpec:
-    """Any supported target form -> TargetSpec: a spec, a dict, a config path or name, a head."""
-    from collections.abc import Mapping
+    """Any supported target form -> TargetSpec: a spec, a dict, a config path or name, a head.
 
+    The one dispatcher: specs and dicts go to the core (``adaptkit.core.targets``),
+    configs and heads to the OpenMMLab readers (``adaptkit.mm.targets``, imported
+    only then). ``options`` reach the head tracer (``heatmap_stride``).
+    """
     from adaptkit.core.targets import is_spec, parse_spec_target
 
     if isinstance(target, TargetSpec):
         return target
-    if (isinstance(target, str) and is_spec(target)) or (isinstance(target, Mapping) and "type" not in target):
-        return parse_spec_target(target)  # a spec's own errors stand; they are not a config's
-    from adaptkit.mm.targets import parse_target as parse_any  # configs and heads are OpenMMLab's
+    if isinstance(target, nn.Module) or (isinstance(target, Mapping) and "type" in target):
+        from adaptkit.mm.targets import target_from_head
 
-    return parse_any(target, **options)
+        return target_from_head(target, **options)
+    if isinstance(target, str) and not is_spec(target) and _is_config_target(target):
+        from adaptkit.mm.targets import target_from_config
+
+        return target_from_config(target.strip(), **options)
+    if not isinstance(target, (str, Mapping)):
+        raise TargetError(
+            f"a target is a TargetSpec, a 'CHANNELS@STRIDE' string, a config path or a head; got {type(target).__name__}"
+        )
+    return parse_spec_target(target)  # a spec's own errors stand; they are not a config's
+
+
+def _is_config_target(text: str) -> bool:
+    """Whether a target string names a config (a ``.py`` file or an ``mmpose::`` name) rather than a spec."""
+    stripped = text.strip()
+    return stripped.endswith(".py") or "::" in stripped
 
 
 def _strategy(strategy: str | Strategy) -> Strategy:

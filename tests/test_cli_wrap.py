@@ -148,7 +148,7 @@ def test_wrap_checkpoint_without_tensors_is_one_line(tmp_path, run_cli):
         (["plan", "sctnet-s", "--target", "32@4", "--input", "2x3x64"], "has 3 dimensions"),
         (["plan", "sctnett", "--target", "32@4"], "did you mean 'sctnet'"),
         (["plan", "torch.nn:Flatten", "--target", "32@4"], "no feature map"),
-        (["wrap", "sctnet-s", "--target", "32@4", "--out", "x.py"], "must be a config"),
+        (["wrap", "sctnet-s", "--target", "thirty-two", "--out", "x.py"], "--target must be a config"),
         (["wrap", "sctnet-s", "--target", HRNET, "--out", "/no/such/dir/x.py"], "does not exist"),
         (["wrap", "sctnet-s", "--target", HRNET, "--out", "x.py", "--checkpoint", "/no/ckpt.pth"], "does not exist"),
         (["plan", "sctnet-s", "--target", "mmpose::no/such.py"], "not in the installed mmpose"),

@@ -7,10 +7,8 @@ import argparse
 from rich.table import Table
 
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, print_json, stdout_console
+from adaptkit.core.targets import SPEC_INPUT_DEFAULT
 from adaptkit.core.units import format_count, format_shape, format_stride
-
-#: the probe shape for a bare CHANNELS@STRIDE target, which has no input size of its own
-SPEC_INPUT_DEFAULT = "2x3x640x640"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

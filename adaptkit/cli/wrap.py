@@ -1,4 +1,4 @@
-"""``adaptkit wrap SOURCE --target CONFIG --out FRAGMENT.py``: write the config fragment."""
+"""``adaptkit wrap SOURCE --target CONFIG|CHANNELS@STRIDE --out FRAGMENT.py``: write the config fragment."""
 
 from __future__ import annotations
 
@@ -8,14 +8,22 @@ import sys
 
 from adaptkit.cli._common import add_source_arguments, parse_kwargs, stdout_console
 from adaptkit.cli.plan import add_plan_arguments, usage_line, warn_usage
+from adaptkit.core.targets import SPEC_INPUT_DEFAULT, is_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("wrap", help="write an mmengine config fragment that uses SOURCE in a stock config")
     add_source_arguments(parser, input_default=None)
-    add_plan_arguments(parser, target_help="a config file or mmpose::path/to/config.py")
+    add_plan_arguments(
+        parser,
+        target_help="a config file or mmpose::path/to/config.py; or CHANNELS@STRIDE (e.g. 32@4) for a model "
+        "fragment with no _base_, to use from your own config",
+    )
     parser.add_argument(
-        "--input", dest="input_shape", metavar="BxCxHxW", help="probe shape (default: the config's input size, batch 2)"
+        "--input",
+        dest="input_shape",
+        metavar="BxCxHxW",
+        help=f"probe shape (default: a config target's input size at batch 2, else {SPEC_INPUT_DEFAULT})",
     )
     parser.add_argument("--out", required=True, metavar="FRAGMENT.py", help="where to write the fragment")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
@@ -99,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  auxiliary heatmap head on {path!r}, loss weight {weight:g}")
         if distill is not None:
             console.print(f"  distillation head against {distill.teacher_config}, loss weight {distill.weight:g}")
+        if is_spec(args.target):
+            from adaptkit.core.emitting import MODEL_FRAGMENT_KEY
+
+            console.print(
+                f"  a model fragment (no _base_): list it in your config's _base_, then model = _base_.{MODEL_FRAGMENT_KEY}"
+            )
     console.print(f"wrote {args.out}")
     return 0
 

@@ -4,6 +4,9 @@ The fragment inherits the stock config by package scope
 (``_base_ = ['mmpose::...']``), imports adaptkit's modules through
 ``custom_imports``, replaces ``model.backbone``, sets ``model.neck`` to the
 adapter and keeps (or, for the adapt-head strategy, re-sizes) the head.
+For a bare ``CHANNELS@STRIDE`` target there is no stock config: the model
+fragment has no ``_base_`` and names its backbone and neck ``adaptkit_model``,
+for the user's config to take (``model_fragment_text``).
 Files are written through ``adaptkit.core.files`` (atomically, created
 exclusively, never over an existing file unless asked).
 """
@@ -21,11 +24,23 @@ from adaptkit.core.choosing import usage_warning
 from adaptkit.core.files import check_destination, write_atomic
 from adaptkit.core.records import AdapterPlan, Strategy
 
-__all__ = ["PLUGIN_MODULE", "FragmentRequest", "fragment_text", "check_destination", "write_atomic", "format_value"]
+__all__ = [
+    "PLUGIN_MODULE",
+    "MODEL_FRAGMENT_KEY",
+    "FragmentRequest",
+    "ModelFragmentRequest",
+    "fragment_text",
+    "model_fragment_text",
+    "check_destination",
+    "write_atomic",
+    "format_value",
+]
 
 _INDENT = "    "
 #: what a fragment's custom_imports names: it registers adaptkit's modules in mmpose's registry
 PLUGIN_MODULE = "adaptkit.mmpose_plugin"
+#: the key a model fragment puts its backbone and neck under: mmengine refuses one key (``model``) in two _base_ files
+MODEL_FRAGMENT_KEY = "adaptkit_model"
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,20 @@ class FragmentRequest:
     extra_model: tuple[tuple[str, Any], ...] = ()  # further model keys (auxiliary heads, estimator type)
     unused_modules: tuple[str, ...] = ()  # backbone modules no head reads (DDP must be told)
     kept_neck: tuple[tuple[str, Any], ...] | None = None  # the stock neck config that runs after the adapter
+
+
+@dataclass(frozen=True)
+class ModelFragmentRequest:
+    """What goes into a model fragment (no stock config, a bare spec target) besides the plan."""
+
+    source: str
+    source_kwargs: tuple[tuple[str, Any], ...]
+    checkpoint: str | None
+    allow_partial: bool
+    command: str  # the command that regenerates the fragment
+    input_shape: tuple[int, ...]  # the shape the backbone was probed and planned at
+    file_name: str  # how the user's config names the fragment in its _base_
+    unused_modules: tuple[str, ...] = ()  # backbone modules no head reads (DDP must be told)
 
 
 def format_value(value: Any, level: int = 0) -> str:
@@ -116,13 +145,7 @@ def _describe(plan: AdapterPlan) -> list[str]:
 
 def fragment_text(plan: AdapterPlan, request: FragmentRequest) -> str:
     """The whole fragment as Python source."""
-    backbone: dict[str, Any] = dict(_delete_=True, type="ForeignBackbone", source=request.source)
-    if request.source_kwargs:
-        backbone["kwargs"] = dict(request.source_kwargs)
-    if request.checkpoint:
-        backbone["init_cfg"] = dict(type="Pretrained", checkpoint=request.checkpoint)
-        if request.allow_partial:
-            backbone["allow_partial"] = True
+    backbone = _backbone_config(request)
     neck = adapter_config(plan)
     if request.kept_neck is not None:
         neck = dict(type="AdapterThenNeck", adapter=neck, neck=dict(request.kept_neck))
@@ -144,13 +167,72 @@ def fragment_text(plan: AdapterPlan, request: FragmentRequest) -> str:
         "",
         f"model = {format_value(model)}",
     ]
-    if request.unused_modules:
-        body += [
-            "",
-            f"# no head reads the backbone's {', '.join(request.unused_modules)}: DistributedDataParallel must not wait for them",
-            "find_unused_parameters = True",
-        ]
+    body += _unused_lines(request.unused_modules)
     return "\n".join(header + [""] + body) + "\n"
+
+
+def _backbone_config(request: FragmentRequest | ModelFragmentRequest) -> dict[str, Any]:
+    """The ForeignBackbone entry; ``_delete_`` so none of the replaced backbone's keys survive the merge."""
+    backbone: dict[str, Any] = dict(_delete_=True, type="ForeignBackbone", source=request.source)
+    if request.source_kwargs:
+        backbone["kwargs"] = dict(request.source_kwargs)
+    if request.checkpoint:
+        backbone["init_cfg"] = dict(type="Pretrained", checkpoint=request.checkpoint)
+        if request.allow_partial:
+            backbone["allow_partial"] = True
+    return backbone
+
+
+def _unused_lines(unused_modules: tuple[str, ...]) -> list[str]:
+    """``find_unused_parameters`` and why, when some backbone modules feed no head."""
+    if not unused_modules:
+        return []
+    return [
+        "",
+        f"# no head reads the backbone's {', '.join(unused_modules)}: DistributedDataParallel must not wait for them",
+        "find_unused_parameters = True",
+    ]
+
+
+def model_fragment_text(plan: AdapterPlan, request: ModelFragmentRequest) -> str:
+    """A fragment with no ``_base_`` for a bare spec target: the backbone and adapter, and how to use them.
+
+    Its parts sit under ``adaptkit_model``, not ``model``: a config lists it in
+    ``_base_`` beside the config whose head it serves and sets ``model`` from it.
+    The neck carries no ``_delete_``: mmengine keeps that key when the config
+    has no neck to replace, and the neck's constructor would receive it.
+    """
+    specs = ",".join(f"{i.channels}@{_spec_stride(i.stride)}" for i in plan.target.inputs)
+    probed = "x".join(map(str, request.input_shape))
+    key = MODEL_FRAGMENT_KEY
+    header = [
+        "# Generated by adaptkit; regenerate with:",
+        f"#   {request.command}",
+        f"# a model fragment, no _base_: this backbone and an adapter for a head that reads {specs}"
+        f" (channels@stride), planned at input {probed}",
+        *(f"# {line}" for line in _describe(plan)),
+        f"# use it from your config (mmengine allows no key in two _base_ files, so the parts are {key}):",
+        f"#   _base_ = ['your_config.py', {request.file_name!r}]",
+        f"#   model = _base_.{key}",
+        f"# when your config's model has a neck, replace it: model = dict(_base_.{key}, "
+        f"neck=dict(_delete_=True, **_base_.{key}.neck))",
+    ]
+    model = dict(backbone=_backbone_config(request), neck=adapter_config(plan))
+    body = [
+        f"custom_imports = dict(imports=[{PLUGIN_MODULE!r}], allow_failed_imports=False)",
+        "",
+        f"{key} = {format_value(model)}",
+        *_unused_lines(request.unused_modules),
+    ]
+    return "\n".join(header + [""] + body) + "\n"
+
+
+def _spec_stride(stride: Any) -> str:
+    """A stride as a spec writes it: ``4`` when both axes agree, else ``4x8`` (height x width)."""
+    if stride is None:
+        return "pooled"
+    sh, sw = (format_value(s) for s in stride)
+    return sh if sh == sw else f"{sh}x{sw}"
 
 
 def base_reference(config: str, out: Path) -> str:

@@ -17,12 +17,22 @@ from adaptkit.core.records import InputSpec, Layout, TargetSpec, parse_enum
 from adaptkit.core.shapes import check_channels, check_stride, short_repr
 from adaptkit.errors import TargetError
 
-__all__ = ["parse_spec_target", "is_spec", "target_from_spec", "target_from_dict", "exact", "probe_shape"]
+__all__ = [
+    "SPEC_INPUT_DEFAULT",
+    "parse_spec_target",
+    "is_spec",
+    "target_from_spec",
+    "target_from_dict",
+    "exact",
+    "probe_shape",
+]
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _SPEC = re.compile(rf"^\s*(\d+)\s*@\s*({_NUMBER})(?:\s*[x,]\s*({_NUMBER}))?\s*$")
 #: the stride of a heatmap relative to the input when nothing says otherwise (mmpose's codecs use 4)
 DEFAULT_HEATMAP_STRIDE = 4
+#: the probe shape for a bare CHANNELS@STRIDE target, which has no input size of its own (plan and wrap share it)
+SPEC_INPUT_DEFAULT = "2x3x640x640"
 
 
 def exact(value: float) -> float:

@@ -5,8 +5,9 @@ in_featuremap_size, stages and units), its codec (input and heatmap sizes)
 and its stock neck, through ``HEAD_READERS``, one row per head type. The
 stock backbone is built and probed only for a head type no row reads. The
 head is then traced once at exactly the grid its codec implies, so a wrong
-reading fails here rather than in training. ``parse_target`` is the one
-door for every target form.
+reading fails here rather than in training. ``adaptkit.api.parse_target``
+is the one door for every target form; it calls ``target_from_config`` and
+``target_from_head`` here for configs and heads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from adaptkit.core.records import TargetSpec
-from adaptkit.core.targets import DEFAULT_HEATMAP_STRIDE, exact, is_spec, parse_spec_target
+from adaptkit.core.targets import DEFAULT_HEATMAP_STRIDE, exact
 from adaptkit.errors import AdaptkitError, ConfigError, TargetError
 from adaptkit.mm.config_values import config_section
 from adaptkit.mm.head_readers import (
@@ -37,7 +38,6 @@ __all__ = [
     "HEAD_READERS",
     "KEPT_NECKS",
     "HeadReading",
-    "parse_target",
     "read_head",
     "target_from_config",
     "target_from_head",
@@ -60,23 +60,6 @@ def missing_package(cfg: Any, cause: str) -> str | None:
     """The package a config part needs but this install lacks, when the failure ``cause`` says so."""
     text = f"{cfg.get('type', '') if isinstance(cfg, Mapping) else ''} {cause}"
     return next((package for marker, package in _FOREIGN_TYPES.items() if marker in text), None)
-
-
-def parse_target(target: Any, **options: Any) -> TargetSpec:
-    """Any supported target form -> TargetSpec; TargetError when it cannot be read."""
-    if isinstance(target, nn.Module):
-        return target_from_head(target, **options)
-    if isinstance(target, Mapping) and "type" in target:  # a head config
-        return target_from_head(target, **options)
-    if isinstance(target, str) and not is_spec(target):
-        text = target.strip()
-        if text.endswith(".py") or "::" in text:
-            return target_from_config(text, **options)
-    if not isinstance(target, (TargetSpec, str, Mapping)):
-        raise TargetError(
-            f"a target is a TargetSpec, a 'CHANNELS@STRIDE' string, a config path or a head; got {type(target).__name__}"
-        )
-    return parse_spec_target(target)
 
 
 def _head_build_error(head_type: str, exc: ConfigError, cfg: Any) -> TargetError:
