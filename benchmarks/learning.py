@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+# OpenMP threads that spin while they wait burn CPU time whenever another process holds a core, so a
+# busy machine would inflate "CPU seconds" unevenly between variants; passive waiting keeps the budget fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,6 +53,7 @@ class Row:
     wall_seconds: float
     ap: float
     ap50: float
+    load: float | None  # the 1-minute load average when the variant started
 
 
 def fragments(work: Path) -> dict[str, str]:
@@ -67,7 +73,7 @@ def fragments(work: Path) -> dict[str, str]:
     return out
 
 
-def cpu_seconds_per_iter(config: str, batch: int, steps: int = 3) -> tuple[float, float]:
+def cpu_seconds_per_iter(config: str, batch: int, steps: int = 5) -> tuple[float, float]:
     """CPU seconds of one training step at ``batch`` (median of ``steps`` after one warm-up), and params (M)."""
     from mmengine.structures import InstanceData, PixelData
     from mmpose.structures import PoseDataSample
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         for name, config in variants.items():
             if args.only and not any(o in name for o in args.only.split(",")):
                 continue
+            load = environment().load_average
             per_iter, params = cpu_seconds_per_iter(config, args.batch)
             iters = max(1, int(args.budget / per_iter))
             settings = SmokeSettings(iters=iters, images=args.images, batch=args.batch, val_images=args.val_images)
@@ -115,7 +122,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             row = Row(
                 variant=name, params_m=round(params, 2), cpu_s_per_iter=round(per_iter, 3), iters=iters,
                 cpu_seconds=round(result.cpu_seconds, 1), wall_seconds=round(result.seconds, 1),
-                ap=round(result.metrics["coco/AP"], 3), ap50=round(result.metrics["coco/AP .5"], 3),
+                ap=round(result.metrics["coco/AP"], 3), ap50=round(result.metrics["coco/AP .5"], 3), load=load[0] if load else None,
             )  # fmt: skip
             print(json.dumps(asdict(row)), file=sys.stderr, flush=True)
             rows.append(row)
@@ -126,12 +133,12 @@ def render(rows: list[Row], args: argparse.Namespace, device: str) -> str:
     lines = [
         f"{device}, torch {torch.__version__}, budget {args.budget:.0f} CPU s per variant, batch {args.batch}",
         "",
-        "| variant | params (M) | CPU s / iter | iters in budget | held-out AP | AP .5 | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | params (M) | CPU s / iter | iters in budget | held-out AP | AP .5 | wall s | load at start |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.variant} | {r.params_m} | {r.cpu_s_per_iter} | {r.iters} | {r.ap:.3f} | {r.ap50:.3f} | {r.wall_seconds:.0f} |"
+            f"| {r.variant} | {r.params_m} | {r.cpu_s_per_iter} | {r.iters} | {r.ap:.3f} | {r.ap50:.3f} | {r.wall_seconds:.0f} | {r.load} |"
         )
     stock = next((r for r in rows if "stock" in r.variant), None)
     sct = next((r for r in rows if r.variant == "sctnet-b"), None)
