@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for column in ("target", "input", "batch", "planned ms", "fused ms", "speed-up (quartile range)", "share fused"):
         table.add_column(column)
-    for s in summarize(result.measurements):
+    for s in summarize(result.measurements, result.speedups):
         table.add_row(
             s.target,
             f"{s.input_hw[0]}x{s.input_hw[1]}",

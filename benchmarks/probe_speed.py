@@ -1,10 +1,14 @@
 """Probe speed: adaptkit.probe vs torchinfo.summary vs one real forward, side by side, with their spread.
 
     .venv/bin/python benchmarks/probe_speed.py [--budget 1.0] [--backbone sctnet-b|hrnet-w32]
-        [--shape 2x3x256x192 ...] [--out benchmarks/results]
+        [--shape 2x3x256x192 ...] [--timm NAME ...] [--out benchmarks/results]
 
 Backbones: SCTNet-B and mmpose's HRNet-W32 (the stock COCO config's
-backbone). Inputs: 1x3x64x64, 2x3x256x192, 2x3x640x640, 1x3x1024x2048. Each
+backbone), and any timm model named with ``--timm`` (alone, unless
+``--backbone`` is given too). Beside the probe's own choice (``mode`` auto,
+which says which path ran) the table times the probe forced onto the real
+path and one plain forward, so a model whose real forward is cheaper than
+the meta traces shows it. Inputs: 1x3x64x64, 2x3x256x192, 2x3x640x640, 1x3x1024x2048. Each
 call is timed by adaptkit.bench's rule (blocks until the IQR is under 10 %
 of the median or the budget is spent, at least four blocks), all in one
 process on one device (the CPU here), so the ratios compare like with like;
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per cell after four blocks (default 1)")
     parser.add_argument("--backbone", action="append", choices=sorted(BACKBONES), help="default: both")
     parser.add_argument("--shape", action="append", type=_shape, help="Bx3xHxW (repeatable; default: four sizes)")
-    parser.add_argument("--no-forward", action="store_true", help="skip the real-forward column")
+    parser.add_argument("--timm", action="append", default=[], metavar="NAME", help="a timm model too (repeatable)")
+    parser.add_argument("--no-forward", action="store_true", help="skip the real-forward and real-probe columns")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     import torchinfo
@@ -64,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     env = environment("cpu")  # before any work: the load at the start is other people's
     shapes = tuple(args.shape or SHAPES)
     rows = []
-    for key in args.backbone or list(BACKBONES):
-        name, source = BACKBONES[key]
-        model = adaptkit.resolve_source(source).eval()
+    chosen = [BACKBONES[key] for key in args.backbone or ([] if args.timm else list(BACKBONES))]
+    for name, source in chosen + [(n, f"timm:{n}") for n in args.timm]:
+        try:
+            model = adaptkit.resolve_source(source).eval()
+        except AdaptkitError as exc:
+            parser.exit(2, f"probe_speed.py: error: {exc}\n")
         adaptkit.probe(model, shapes[0])  # torch's one-time start-up cost, outside the timings
         for shape in shapes:
             cell = functools.partial(measure, batch=shape[0], budget_s=args.budget, memory=False, loaded=env.loaded)
@@ -78,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                 target=name,
             )
             x = torch.randn(shape)
-            forward = None if args.no_forward else cell(functools.partial(model, x), variant="forward", target=name)
+            forward = real = None
+            if not args.no_forward:
+                forward = cell(functools.partial(model, x), variant="forward", target=name)
+                real = cell(
+                    functools.partial(adaptkit.probe, model, shape, mode="real"), variant="probe-real", target=name
+                )
             rows.append(
                 dict(
                     backbone=name,
@@ -90,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                     torchinfo_iqr_s=info.iqr_ms / 1000,
                     forward_s=None if forward is None else forward.median_ms / 1000,
                     forward_iqr_s=None if forward is None else forward.iqr_ms / 1000,
+                    probe_real_s=None if real is None else real.median_ms / 1000,
+                    probe_real_iqr_s=None if real is None else real.iqr_ms / 1000,
                     speedup_vs_torchinfo=info.median_ms / probe.median_ms,
                     speedup_low=info.p25_ms / probe.p75_ms,
                     speedup_high=info.p75_ms / probe.p25_ms,
-                    flags=sorted({f for m in (probe, info, forward) if m is not None for f in m.flags}),
+                    flags=sorted({f for m in (probe, info, forward, real) if m is not None for f in m.flags}),
                     samples=dict(probe=probe.samples, torchinfo=info.samples),
                 )
             )
@@ -114,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         "median ± IQR/2",
         title_justify="left",
     )
-    for column in ("backbone", "input", "adaptkit.probe", "torchinfo.summary", "one real forward", "vs torchinfo"):
+    columns = ("backbone", "input", "adaptkit.probe", "probe, mode=real", "one real forward", "torchinfo.summary")
+    for column in (*columns, "probe vs torchinfo"):
         table.add_column(column, justify="left" if column in ("backbone", "input") else "right")
     for r in rows:
         table.add_row(
             r["backbone"],
             r["input"],
             f"{sec(r['probe_s'], r['probe_iqr_s'])} ({r['probe_mode']})",
-            sec(r["torchinfo_s"], r["torchinfo_iqr_s"]),
+            sec(r["probe_real_s"], r["probe_real_iqr_s"]),
             sec(r["forward_s"], r["forward_iqr_s"]),
+            sec(r["torchinfo_s"], r["torchinfo_iqr_s"]),
             f"{r['speedup_vs_torchinfo']:.1f}x ({r['speedup_low']:.1f}-{r['speedup_high']:.1f})"
             + ("*" if r["flags"] else ""),
         )

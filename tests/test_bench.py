@@ -275,6 +275,12 @@ def test_cli_strict_run_writes_json_and_png_and_exits_3_on_flagged_cells(run_cli
         assert m["input_hw"] == [64, 64] and m["samples"] >= MIN_SAMPLES and m["flagged"]
         assert len(m["measurement"]["raw_times_s"]) == m["samples"] and m["iqr_ms"] >= 0
     assert doc["fusion"]["hrnet"]["fold_into"] == "final_layer"
+    assert {(p["batch"], p["slow"], p["fast"]) for p in doc["speedups"]} == {
+        (1, "planned", "fused"),
+        (2, "planned", "fused"),
+    }
+    assert all(p["rounds"] >= 6 and len(p["ratios"]) == p["rounds"] and p["flags"] for p in doc["speedups"])
+    assert all(s["paired"] for s in doc["summary"])
     assert "fused vs planned" in out and "wrote" in out
 
 

@@ -149,3 +149,28 @@ def test_probe_speed_script_times_probe_and_torchinfo_side_by_side(tmp_path):
     assert row["samples"]["probe"] >= 4 and row["samples"]["torchinfo"] >= 4
     assert row["speedup_low"] <= row["speedup_vs_torchinfo"] <= row["speedup_high"]
     assert row["forward_s"] is None
+
+
+@pytest.mark.slow
+def test_probe_speed_script_times_a_timm_model_on_both_paths_beside_a_forward(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    pytest.importorskip("timm", reason="timm is an optional dependency")
+    script = ROOT / "benchmarks" / "probe_speed.py"
+    argv = ["--timm", "resnet18", "--shape", "1x3x64x64", "--budget", "0.05", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp_path.glob("probe_speed-cpu-*.json")
+    (row,) = json.loads(path.read_text())["rows"]  # --timm alone: only the timm model
+    assert row["backbone"] == "resnet18" and row["probe_mode"] == "meta"
+    assert row["probe_real_s"] > 0 and row["forward_s"] > 0 and row["probe_s"] > 0
+    bad = subprocess.run(
+        [sys.executable, str(script), "--timm", "resnet1888", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "resnet18" in bad.stderr
+    assert not (tmp_path / "x").exists()

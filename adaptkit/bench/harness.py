@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from adaptkit.bench.pairing import SpeedUp, time_speedup
 from adaptkit.bench.request import TARGETS, BenchRequest, resolve_target
 from adaptkit.bench.timing import Environment, Measurement, environment, measure
 from adaptkit.bench.timing import slug as _slug
@@ -57,6 +58,7 @@ class BenchResult:
     started: str  # ISO time
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    speedups: tuple[SpeedUp, ...] = ()  # fused vs planned, timed in pairs (adaptkit.bench.pairing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,8 +238,9 @@ def count_cells(request: BenchRequest, per_target: Sequence[tuple[int, int]]) ->
 
 
 def _counts(target: _Target, out_hw: tuple[int, int] | None) -> tuple[int, int]:
+    """(neck + head steps, whole-estimator steps) per size and batch; the paired speed-up is a step too."""
     with_estimator, without = len(_variants(target, out_hw, True)), len(_variants(target, out_hw, False))
-    return without, with_estimator - without
+    return without + (target.fused is not None), with_estimator - without
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,16 +301,23 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         one = dataclasses.replace(request, inputs=tuple(sizes))
         total += count_cells(one, [_counts(t, shapes[(t.name, sizes[0])].out_hw)])
     measurements: list[Measurement] = []
+    speedups: list[SpeedUp] = []
     for hw in request.inputs:
         for batch in request.batches:
             for target in targets:
                 if (target.name, hw) not in shapes:
                     continue
                 inputs = _inputs(target, shapes[(target.name, hw)], hw, batch, device)
-                for variant, fn in _calls(target, inputs, _estimator_at(request, hw, batch)):
-                    report(f"{target.name} {hw[0]}x{hw[1]} b{batch} {variant.value}", len(measurements), total)
+                calls = dict(_calls(target, inputs, _estimator_at(request, hw, batch)))
+                where = f"{target.name} {hw[0]}x{hw[1]} b{batch}"
+                for variant, fn in calls.items():
+                    report(f"{where} {variant.value}", len(measurements) + len(speedups), total)
                     measurements.append(_cell(request, env, target.name, variant, fn, hw, batch, device))
-                del inputs
+                if Variant.FUSED in calls:
+                    report(f"{where} fused vs planned, paired", len(measurements) + len(speedups), total)
+                    paired = _speedup(request, env, target.name, calls, hw, batch, device)
+                    speedups += [paired] if paired is not None else []
+                del inputs, calls
     report("done", total, total)
     notes = list(skipped)
     for t in targets:
@@ -325,7 +335,29 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         started=started,
         seconds=time.perf_counter() - clock,
         notes=tuple(notes),
+        speedups=tuple(speedups),
     )
+
+
+def _speedup(
+    request: BenchRequest,
+    env: Environment,
+    target: str,
+    calls: dict[Variant, Callable[[], Any]],
+    hw: tuple[int, int],
+    batch: int,
+    device: torch.device,
+) -> SpeedUp | None:
+    """Fused vs planned timed in pairs; None when the GPU runs out of memory (the cells say so already)."""
+    try:
+        return time_speedup(
+            calls[Variant.PLANNED], calls[Variant.FUSED], slow_name=Variant.PLANNED.value,
+            fast_name=Variant.FUSED.value, target=target, input_hw=hw, batch=batch, device=device,
+            precision=request.precision, cuda_graph=request.cuda_graphs, threshold=request.threshold,
+            budget_s=request.budget_s, loaded=env.loaded,
+        )  # fmt: skip
+    except torch.cuda.OutOfMemoryError:
+        return None
 
 
 def _cell(

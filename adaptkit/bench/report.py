@@ -1,8 +1,10 @@
 """The benchmark's report: the figures that matter, the JSON document and the plot. Nothing here prints.
 
-``summarize`` turns cells into fused vs planned speed-ups with a range from
-the quartiles (planned p25 / fused p75 to planned p75 / fused p25), so two
-runs can be compared by their spread, not by one number each.
+``summarize`` turns cells into fused vs planned speed-ups with a range, so
+two runs can be compared by their spread, not by one number each: the
+median and quartiles of the paired rounds (``adaptkit.bench.pairing``) when
+the run timed them, else the ratio of the two cells' medians with a range
+from their quartiles (planned p25 / fused p75 to planned p75 / fused p25).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptkit.bench.harness import BenchResult, Variant
+from adaptkit.bench.pairing import SpeedUp
 from adaptkit.bench.timing import Environment, Measurement, slug
 from adaptkit.errors import AdaptkitError, BenchError
 
@@ -31,7 +34,7 @@ __all__ = [
     "write_plot",
 ]
 
-SCHEMA = 2
+SCHEMA = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Summary:
     fused_speedup: float  # planned / fused, neck + head
     fused_speedup_low: float  # planned p25 / fused p75
     fused_speedup_high: float  # planned p75 / fused p25
+    paired: bool  # the speed-up and its range come from paired rounds, not from the two cells
     naive_speedup: float | None  # naive-head / fused
     estimator_ms: float | None
     estimator_fused_ms: float | None
@@ -59,11 +63,16 @@ class Summary:
     flagged: bool  # one of the cells these figures come from is flagged
 
 
-def summarize(measurements: Sequence[Measurement]) -> tuple[Summary, ...]:
+def summarize(measurements: Sequence[Measurement], speedups: Sequence[SpeedUp] = ()) -> tuple[Summary, ...]:
     """Per target, input size and batch: fused vs planned speed-up and the adapter's share of end-to-end time."""
     table: dict[tuple[str, tuple[int, int], int], dict[str, Measurement]] = {}
     for m in measurements:
         table.setdefault((m.target, m.input_hw, m.batch), {})[m.variant] = m
+    pairs = {
+        (p.target, p.input_hw, p.batch): p
+        for p in speedups
+        if (p.slow, p.fast) == (Variant.PLANNED.value, Variant.FUSED.value)
+    }
     out: list[Summary] = []
     for (target, hw, batch), row in table.items():
         needed = (Variant.HEAD.value, Variant.PLANNED.value, Variant.FUSED.value)
@@ -75,6 +84,15 @@ def summarize(measurements: Sequence[Measurement]) -> tuple[Summary, ...]:
         est_ms = est.median_ms if est is not None else None
         est_fused_ms = est_fused.median_ms if est_fused is not None else None
         adapter_planned = planned.median_ms - head.median_ms
+        pair = pairs.get((target, hw, batch))
+        if pair is not None:
+            speedup = (pair.median, pair.p25, pair.p75)
+        else:
+            speedup = (
+                planned.median_ms / fused.median_ms,
+                planned.p25_ms / fused.p75_ms,
+                planned.p75_ms / fused.p25_ms,
+            )
         adapter_fused = fused.median_ms - head.median_ms
         out.append(
             Summary(
@@ -86,9 +104,10 @@ def summarize(measurements: Sequence[Measurement]) -> tuple[Summary, ...]:
                 fused_ms=fused.median_ms,
                 naive_head_ms=naive.median_ms if naive is not None else None,
                 naive_resize_ms=naive_resize.median_ms if naive_resize is not None else None,
-                fused_speedup=planned.median_ms / fused.median_ms,
-                fused_speedup_low=planned.p25_ms / fused.p75_ms,
-                fused_speedup_high=planned.p75_ms / fused.p25_ms,
+                fused_speedup=speedup[0],
+                fused_speedup_low=speedup[1],
+                fused_speedup_high=speedup[2],
+                paired=pair is not None,
                 naive_speedup=naive.median_ms / fused.median_ms if naive is not None else None,
                 estimator_ms=est_ms,
                 estimator_fused_ms=est_fused_ms,
@@ -96,7 +115,7 @@ def summarize(measurements: Sequence[Measurement]) -> tuple[Summary, ...]:
                 adapter_ms_fused=adapter_fused,
                 share_planned=adapter_planned / est_ms if est_ms else None,
                 share_fused=adapter_fused / est_fused_ms if est_fused_ms else None,
-                flagged=any(m.flags for m in row.values()),
+                flagged=any(m.flags for m in row.values()) or bool(pair and pair.flags),
             )
         )
     return tuple(out)
@@ -188,7 +207,10 @@ def result_document(result: BenchResult) -> dict[str, Any]:
             "memory": "CUDA: torch.cuda.max_memory_allocated over one call minus the bytes allocated before it. "
             "CPU: peak bytes the call holds on the CPU allocator (torch.profiler memory events), not process RSS.",
             "fusion": {name: asdict(plan) for name, plan in result.fusion},
-            "summary": [asdict(s) for s in summarize(result.measurements)],
+            "pairing": "fused vs planned speed-ups: rounds of one block of each, in alternating order; the "
+            "speed-up is the median of the round ratios, its range their quartiles (adaptkit.bench.pairing).",
+            "summary": [asdict(s) for s in summarize(result.measurements, result.speedups)],
+            "speedups": [asdict(p) for p in result.speedups],
             "measurements": [_cell(m) for m in result.measurements],
             "notes": list(result.notes),
         }

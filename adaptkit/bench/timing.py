@@ -3,18 +3,15 @@
 The rule is torch.utils.benchmark's ``adaptive_autorange``: time blocks of
 calls until the interquartile range is under ``threshold`` of the median (at
 least four blocks) or the time budget runs out. On the CPU each block is a
-``Timer.timeit``; on CUDA it is timed with CUDA events after a
+stdlib ``timeit`` block (what ``Timer.timeit`` wraps); on CUDA it is timed with CUDA events after a
 synchronisation; both land in torch's own ``Measurement``. Timer's
 ``adaptive_autorange`` itself is not used: it stops at its time limit after
 a single block, which leaves a slow call with no spread at all. A cell is
 flagged when its spread stays above the threshold, when it has fewer than
 four samples, or when the run started on a machine already loaded above its
 core count (a CPU run only: other processes barely touch GPU timings).
-
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one call,
-minus what was allocated before it. On the CPU, the peak of the bytes the
-call allocates and still holds, from ``torch.profiler``'s memory events in
-time order (the CPU allocator's view, not the process RSS).
+Peak memory is ``adaptkit.bench.memory``'s; speed-ups are timed in pairs by
+``adaptkit.bench.pairing``.
 """
 
 from __future__ import annotations
@@ -26,12 +23,15 @@ import math
 import os
 import platform
 import re
-from collections.abc import Callable, Iterator
+import timeit
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from adaptkit.bench.memory import cpu_peak_bytes, cuda_peak_bytes
 
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement as TorchMeasurement
@@ -46,6 +46,10 @@ __all__ = [
     "cpu_count",
     "DEFAULT_THRESHOLD",
     "MIN_SAMPLES",
+    "prepare",
+    "block_clock",
+    "calls_per_block",
+    "quantile",
 ]
 
 #: a cell whose interquartile range stays above this fraction of its median is flagged
@@ -156,59 +160,6 @@ def slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# memory
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Keep the profiler's native start/stop lines off the user's terminal."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _cpu_peak_bytes(call: Callable[[], Any]) -> int | None:
-    """Peak bytes the call holds on the CPU allocator; None when the profiler cannot run (the call still runs)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    try:
-        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            call()
-    except RuntimeError:
-        call()
-        return None
-    deltas = []
-    for event in prof.events():
-        if event.name == "[memory]":
-            deltas.append((event.time_range.start, event.cpu_memory_usage))
-        elif event.self_cpu_memory_usage:
-            deltas.append((event.time_range.start, event.self_cpu_memory_usage))
-    live = peak = 0
-    for _, delta in sorted(deltas, key=lambda d: d[0]):
-        live += delta
-        peak = max(peak, live)
-    return int(peak)
-
-
-def _cuda_peak_bytes(call: Callable[[], Any], device: torch.device) -> int:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    call()
-    torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - base)
-
-
-# ---------------------------------------------------------------------------------------------
 # CUDA
 
 
@@ -261,8 +212,7 @@ def _autorange(
     under ``threshold`` of the median (from MIN_SAMPLES blocks on) or ``budget_s`` is spent; at least
     MIN_SAMPLES blocks either way, so every cell has a spread."""
     benchmark = _benchmark_utils()
-    first = block(1)  # also a second warm-up
-    number = 1 if first >= MIN_BLOCK_S else min(1_000_000, math.ceil(MIN_BLOCK_S / max(first, 1e-7)))
+    number = calls_per_block(block(1))  # also a second warm-up
     spec = benchmark.utils.common.TaskSpec(
         stmt=label, setup="", num_threads=torch.get_num_threads(), label=label, description=description
     )
@@ -276,11 +226,53 @@ def _autorange(
     return benchmark.Measurement(number, times, spec)  # type: ignore[no-any-return]
 
 
+def prepare(
+    fn: Callable[[], Any], dev: torch.device, prec: Precision, cuda_graph: bool
+) -> tuple[Callable[[], Any], bool, str]:
+    """``fn`` as it is timed: under no_grad and, for fp16/bf16, autocast; replayed from a CUDA graph when
+    asked and capture works. Returns (runner, whether a graph is used, a note when capture failed)."""
+    autocast_dtype = {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}.get(prec)
+
+    def call() -> Any:
+        with (
+            torch.no_grad(),
+            torch.autocast(dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None),
+        ):
+            return fn()
+
+    if cuda_graph and dev.type == "cuda":
+        try:
+            return _capture_graph(call, dev), True, ""
+        except Exception as exc:  # capture refuses many ops; time eagerly instead
+            return call, False, f"CUDA graph capture failed, timed eagerly: {type(exc).__name__}"
+    return call, False, ""
+
+
+def block_clock(runner: Callable[[], Any], dev: torch.device) -> Callable[[int], float]:
+    """Seconds for a block of ``n`` calls: CUDA events after a synchronisation, or the stdlib ``timeit``.
+
+    torch's ``Timer.timeit`` is that same stdlib timer (perf_counter, garbage collection off) plus two
+    untimed calls before every block, which triples the cost of a block of one slow call; the blocks
+    still land in torch's ``Measurement``.
+    """
+    if dev.type == "cuda":
+        return lambda n: _cuda_block(runner, n, dev)
+    timer = timeit.Timer(runner)
+    return lambda n: float(timer.timeit(n))
+
+
+def calls_per_block(seconds_per_call: float) -> int:
+    """Calls in one block so that the block lasts at least MIN_BLOCK_S (Timer's own rule)."""
+    if seconds_per_call >= MIN_BLOCK_S:
+        return 1
+    return min(1_000_000, math.ceil(MIN_BLOCK_S / max(seconds_per_call, 1e-7)))
+
+
 # ---------------------------------------------------------------------------------------------
 # measure
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: Sequence[float], q: float) -> float:
     data = sorted(values)
     pos = (len(data) - 1) * q
     lo, hi = int(pos), min(int(pos) + 1, len(data) - 1)
@@ -313,41 +305,18 @@ def measure(
     dev = torch.device(device)
     prec = Precision(precision)
     on_cuda = dev.type == "cuda"
-    autocast_dtype = {Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}.get(prec)
-
-    def call() -> Any:
-        with (
-            torch.no_grad(),
-            torch.autocast(dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None),
-        ):
-            return fn()
-
-    note = ""
-    runner: Callable[[], Any] = call
-    used_graph = False
-    if cuda_graph and on_cuda:
-        try:
-            runner = _capture_graph(call, dev)
-            used_graph = True
-        except Exception as exc:  # capture refuses many ops; time eagerly instead
-            note = f"CUDA graph capture failed, timed eagerly: {type(exc).__name__}"
-
+    runner, used_graph, note = prepare(fn, dev, prec, cuda_graph)
     memory_bytes: int | None = None
     memory_kind = "none"
     if memory:
-        memory_bytes = _cuda_peak_bytes(runner, dev) if on_cuda else _cpu_peak_bytes(runner)
+        memory_bytes = cuda_peak_bytes(runner, dev) if on_cuda else cpu_peak_bytes(runner)
         if memory_bytes is not None:
             memory_kind = "cuda-peak-allocated" if on_cuda else "cpu-peak-allocated"
     else:
         runner()
     label = f"{target} {variant} b{batch}".strip()
-    if on_cuda:
-        timed = _autorange(lambda n: _cuda_block(runner, n, dev), threshold, budget_s, label, "cuda events")
-    else:
-        timer = _benchmark_utils().Timer(
-            stmt="runner()", globals={"runner": runner}, num_threads=torch.get_num_threads(), label=label
-        )
-        timed = _autorange(lambda n: float(timer.timeit(n).raw_times[0]), threshold, budget_s, label, "Timer.timeit")
+    clock = block_clock(runner, dev)
+    timed = _autorange(clock, threshold, budget_s, label, "cuda events" if on_cuda else "timeit")
     return _record(timed, variant, target, input_hw, batch, dev, prec, threshold, loaded and not on_cuda,
                    memory_bytes, memory_kind, used_graph, note)  # fmt: skip
 
@@ -368,8 +337,8 @@ def _record(
     note: str,
 ) -> Measurement:
     times = [t * 1000.0 for t in timed.times]
-    median = _quantile(times, 0.5)
-    p25, p75 = _quantile(times, 0.25), _quantile(times, 0.75)
+    median = quantile(times, 0.5)
+    p25, p75 = quantile(times, 0.25), quantile(times, 0.75)
     flags = []
     if len(times) < MIN_SAMPLES:
         flags.append(f"{len(times)} samples")

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             f"fuse {name}: {' -> '.join(plan.layers)}; {plan.macs_before:,.0f} -> {plan.macs_after:,.0f} MACs per feature pixel"
         )
     _render_measurements(console, result)
-    _render_summary(console, summarize(result.measurements))
+    _render_summary(console, summarize(result.measurements, result.speedups))
     for note in result.notes:
         console.print(f"note: {note}")
 
@@ -169,10 +169,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         png_path = write_plot(result, json_path.with_suffix(".png"))
         console.print(f"wrote {png_path}")
-    flagged = [m for m in result.measurements if m.flags]
+    flagged = [m for m in result.measurements if m.flags] + [p for p in result.speedups if p.flags]
     if flagged:
+        cells = len(result.measurements) + len(result.speedups)
         console.print(
-            f"{len(flagged)} of {len(result.measurements)} cells flagged (*): their figures are not to be trusted"
+            f"{len(flagged)} of {cells} cells and paired speed-ups flagged (*): their figures are not to be trusted"
             + (f"; exit {FLAGGED_EXIT} (--strict)" if args.strict else "")
         )
         if args.strict:
@@ -217,7 +218,8 @@ def _render_measurements(console: Console, result: BenchResult) -> None:
 
 def _render_summary(console: Console, summaries: tuple[Summary, ...]) -> None:
     table = Table(
-        title="fused vs planned (neck + head; range from the quartiles), and the adapter's share of end-to-end time",
+        title="fused vs planned (neck + head; speed-up and range: median and quartiles of paired rounds), "
+        "and the adapter's share of end-to-end time",
         title_justify="left",
     )
     for column in (
