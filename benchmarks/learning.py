@@ -103,6 +103,18 @@ def cpu_seconds_per_iter(config: str, batch: int, steps: int = 5) -> tuple[float
     return sorted(times[1:])[len(times[1:]) // 2], params
 
 
+def write(rows: list[Row], args: argparse.Namespace, device: str) -> Path:
+    """The JSON document (after every variant, so a long run stopped early keeps what it measured)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = (args.out / f"learning-{slug(device)}").with_suffix(".json")
+    path.write_text(json.dumps({"device": device, "budget": args.budget, "rows": [asdict(r) for r in rows]}, indent=2))
+    return path
+
+
+def device_name(args: argparse.Namespace) -> str:
+    return f"{environment().device_name} ({args.threads} threads)"
+
+
 def run(args: argparse.Namespace) -> list[Row]:
     from adaptkit.mm.smoke import SmokeSettings, run_smoke
 
@@ -126,6 +138,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             )  # fmt: skip
             print(json.dumps(asdict(row)), file=sys.stderr, flush=True)
             rows.append(row)
+            write(rows, args, device_name(args))
     return rows
 
 
@@ -144,6 +157,10 @@ def render(rows: list[Row], args: argparse.Namespace, device: str) -> str:
     sct = next((r for r in rows if r.variant == "sctnet-b"), None)
     if stock and sct and stock.ap > 0:
         lines += ["", f"SCTNet-B reaches {100 * sct.ap / stock.ap:.0f}% of stock HRNet-W32's AP at equal CPU time."]
+    resnet = [r for r in rows if r.variant.startswith("resnet-50")]
+    if resnet:
+        best = max(resnet, key=lambda r: r.ap)
+        lines += ["", f"Best ResNet-50 feature choice at equal CPU time: {best.variant} (AP {best.ap:.3f})."]
     return "\n".join(lines)
 
 
@@ -178,16 +195,11 @@ def main() -> None:
     if args.budget <= 0 or args.threads < 1:
         parser.error("--budget and --threads must be positive")
     rows = run(args)
-    device = f"{environment().device_name} ({args.threads} threads)"
-    table = render(rows, args, device)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"learning-{slug(device)}"
-    stem.with_suffix(".json").write_text(
-        json.dumps({"device": device, "budget": args.budget, "rows": [asdict(r) for r in rows]}, indent=2)
-    )
+    device = device_name(args)
+    print(render(rows, args, device))
+    path = write(rows, args, device)
     if rows:
-        plot(rows, stem.with_suffix(".png"))
+        plot(rows, path.with_suffix(".png"))
 
 
 if __name__ == "__main__":
