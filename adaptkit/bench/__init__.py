@@ -1,8 +1,8 @@
 """Benchmarks: naive vs planned vs fused adapters and the whole estimator, timed with their spread.
 
 ``timing`` (timer, environment), ``pairing`` (speed-ups timed in pairs), ``memory`` (peak bytes),
-``request`` (options), ``harness`` (the variants and the run), ``report`` (summary, JSON, plot). OpenMMLab is imported only when a
-run builds its targets.
+``request`` (options), ``harness`` (the variants and the run), ``report`` (summary, JSON, plot).
+OpenMMLab is imported only when a run builds its targets.
 """
 
 from __future__ import annotations
