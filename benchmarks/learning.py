@@ -12,6 +12,7 @@ each feature policy: the closest feature (c2, stride 4), the deepest (c5,
 stride 32), and c2..c5 merged by a sum or by concat + 1x1 conv.
 
     python benchmarks/learning.py [--budget 300] [--threads 2] [--only sctnet-b,...]
+    python benchmarks/learning.py --iters 200 --only stock   # equal iterations instead of equal CPU time
 
 Writes benchmarks/results/learning-<device>.json and .png, and prints a
 Markdown table.
@@ -106,8 +107,15 @@ def cpu_seconds_per_iter(config: str, batch: int, steps: int = 5) -> tuple[float
 def write(rows: list[Row], args: argparse.Namespace, device: str) -> Path:
     """The JSON document (after every variant, so a long run stopped early keeps what it measured)."""
     args.out.mkdir(parents=True, exist_ok=True)
-    path = (args.out / f"learning-{slug(device)}").with_suffix(".json")
-    path.write_text(json.dumps({"device": device, "budget": args.budget, "rows": [asdict(r) for r in rows]}, indent=2))
+    kind = f"-{args.iters}iters" if args.iters else ""
+    path = (args.out / f"learning-{slug(device)}{kind}").with_suffix(".json")
+    doc = {
+        "device": device,
+        "budget": None if args.iters else args.budget,
+        "iters": args.iters,
+        "rows": [asdict(r) for r in rows],
+    }
+    path.write_text(json.dumps(doc, indent=2))
     return path
 
 
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                 continue
             load = environment().load_average
             per_iter, params = cpu_seconds_per_iter(config, args.batch)
-            iters = max(1, int(args.budget / per_iter))
+            iters = args.iters or max(1, int(args.budget / per_iter))
             settings = SmokeSettings(iters=iters, images=args.images, batch=args.batch, val_images=args.val_images)
             result = run_smoke(config, work / slug(name), settings)
             row = Row(
@@ -144,18 +152,20 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 def render(rows: list[Row], args: argparse.Namespace, device: str) -> str:
     lines = [
-        f"{device}, torch {torch.__version__}, budget {args.budget:.0f} CPU s per variant, batch {args.batch}",
+        f"{device}, torch {torch.__version__}, "
+        + (f"{args.iters} iterations" if args.iters else f"budget {args.budget:.0f} CPU s")
+        + f" per variant, batch {args.batch}",
         "",
-        "| variant | params (M) | CPU s / iter | iters in budget | held-out AP | AP .5 | wall s | load at start |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | params (M) | CPU s / iter | iters | CPU s used | held-out AP | AP .5 | wall s | load at start |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.variant} | {r.params_m} | {r.cpu_s_per_iter} | {r.iters} | {r.ap:.3f} | {r.ap50:.3f} | {r.wall_seconds:.0f} | {r.load} |"
+            f"| {r.variant} | {r.params_m} | {r.cpu_s_per_iter} | {r.iters} | {r.cpu_seconds:.0f} | {r.ap:.3f} | {r.ap50:.3f} | {r.wall_seconds:.0f} | {r.load} |"
         )
     stock = next((r for r in rows if "stock" in r.variant), None)
     sct = next((r for r in rows if r.variant == "sctnet-b"), None)
-    if stock and sct and stock.ap > 0:
+    if stock and sct and stock.ap > 0 and not args.iters:
         lines += ["", f"SCTNet-B reaches {100 * sct.ap / stock.ap:.0f}% of stock HRNet-W32's AP at equal CPU time."]
     resnet = [r for r in rows if r.variant.startswith("resnet-50")]
     if resnet:
@@ -164,7 +174,7 @@ def render(rows: list[Row], args: argparse.Namespace, device: str) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[Row], path: Path) -> None:
+def plot(rows: list[Row], path: Path, equal: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +185,7 @@ def plot(rows: list[Row], path: Path) -> None:
     for i, r in enumerate(rows):
         ax.text(r.ap + 0.01, i, f"{r.ap:.3f} ({r.iters} it)", va="center")
     ax.set_xlim(0, 1.15)
-    ax.set_xlabel("held-out AP (synthetic COCO) at equal CPU time")
+    ax.set_xlabel(f"held-out AP (synthetic COCO) at {equal}")
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -185,6 +195,7 @@ def plot(rows: list[Row], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per variant")
+    parser.add_argument("--iters", type=int, default=0, help="train every variant this many iterations instead")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--images", type=int, default=1000)
@@ -192,14 +203,14 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated parts of variant names to run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    if args.budget <= 0 or args.threads < 1:
-        parser.error("--budget and --threads must be positive")
+    if args.budget <= 0 or args.threads < 1 or args.iters < 0:
+        parser.error("--budget and --threads must be positive, --iters not negative")
     rows = run(args)
     device = device_name(args)
     print(render(rows, args, device))
     path = write(rows, args, device)
     if rows:
-        plot(rows, path.with_suffix(".png"))
+        plot(rows, path.with_suffix(".png"), f"{args.iters} iterations" if args.iters else "equal CPU time")
 
 
 if __name__ == "__main__":
