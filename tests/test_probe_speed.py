@@ -82,6 +82,8 @@ def test_activations_and_sums_keep_shape_dtype_and_in_place_identity():
         y = F.relu(x)
         assert y is not x and y.shape == x.shape
         assert F.gelu(x, approximate="tanh").shape == x.shape
+        assert nn.ReLU6(inplace=True)(x) is x  # F.hardtanh(x, 0.0, 6.0, True): MobileNetV2's activation
+        assert nn.LeakyReLU(0.1)(x).shape == x.shape and nn.ELU(inplace=True)(x) is x
         z = x + torch.empty(8, 1, 1, device="meta")
         assert z.shape == x.shape
         assert (x.half() * 2.0).dtype == torch.float16

@@ -214,8 +214,8 @@ _SHAPE_RULES: dict[Callable[..., Any], Callable[..., torch.Tensor | None]] = {
     **dict.fromkeys((torch.Tensor.add_, torch.Tensor.__iadd__, torch.Tensor.mul_, torch.Tensor.__imul__), _meta_binary_),
     F.interpolate: _meta_interpolate,
     **dict.fromkeys(
-        (F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.hardsigmoid, F.mish,
-         torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh),
+        (F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.gelu, F.silu,
+         F.hardswish, F.hardsigmoid, F.mish, torch.sigmoid, torch.Tensor.sigmoid, torch.tanh, torch.Tensor.tanh),
         _meta_same_shape,
     ),
     **dict.fromkeys(
