@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/adapter_bench.py [SOURCE] [--device cpu|cuda|auto] [--batch 1,8,32]
         [--input 256x192,640x640] [--threshold 0.1] [--budget S] [--dtype fp32|fp16|bf16] [--cuda-graphs]
-        [--quick] [--out-dir benchmarks/results]
+        [--quick] [--pair-processes N] [--out-dir benchmarks/results]
 
 Calls the library (adaptkit.bench: make_request -> run_bench -> summarize,
 write_json, write_plot) and prints the summary; ``adaptkit bench`` renders
@@ -10,6 +10,8 @@ the same run with every cell. Default: SCTNet-B into mmpose's stock targets
 (adaptkit.mm.stock) at batch 1, 8 and 32 and inputs 256x192 and 640x640.
 Each cell is timed until its IQR is under the threshold of its median or
 the budget runs out (at least four blocks); flagged cells carry a '*'.
+Fused vs planned is timed in alternating pairs over four copies in memory,
+in --pair-processes fresh processes (default 2; 0 times them in this one).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--cuda-graphs", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pair-processes", type=int)
     parser.add_argument("--out-dir", default="benchmarks/results")
     args = parser.parse_args(argv)
     try:
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.dtype,
             cuda_graphs=args.cuda_graphs,
             quick=args.quick,
+            **({} if args.pair_processes is None else {"pair_processes": args.pair_processes}),
         )
         out_dir = check_out_dir(args.out_dir)
         result = run_bench(request)
@@ -80,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             "-" if s.share_fused is None else f"{100 * s.share_fused:.2f}%",
         )
     Console(width=140).print(table)
-    flagged = sum(bool(m.flags) for m in result.measurements)
-    print(f"{flagged} of {len(result.measurements)} cells flagged; wrote {json_path} and {png_path}")
+    flagged = sum(bool(m.flags) for m in result.measurements) + sum(bool(p.flags) for p in result.speedups)
+    cells = len(result.measurements) + len(result.speedups)
+    print(f"{flagged} of {cells} cells and paired speed-ups flagged; wrote {json_path} and {png_path}")
     return 0
 
 

@@ -282,6 +282,8 @@ def test_cli_strict_run_writes_json_and_png_and_exits_3_on_flagged_cells(run_cli
         (2, "planned", "fused"),
     }
     assert all(p["rounds"] >= 6 and len(p["ratios"]) == p["rounds"] and p["flags"] for p in doc["speedups"])
+    # the default: four placements in memory, in two fresh processes, 16 rounds each at the least
+    assert all((p["placements"], p["processes"]) == (4, 2) and p["rounds"] >= 32 for p in doc["speedups"])
     assert all(s["paired"] for s in doc["summary"])
     assert "fused vs planned" in out and "wrote" in out
 
@@ -296,6 +298,7 @@ def test_cli_strict_run_writes_json_and_png_and_exits_3_on_flagged_cells(run_cli
         (["--input", "3x3"], "input size '3x3' must have sides from 32"),
         (["--target", "nowhere.py"], "config file 'nowhere.py' does not exist"),
         (["--threshold", "2"], "--threshold must be a fraction between 0 and 1"),
+        (["--pair-processes", "-1"], "--pair-processes must be a whole number from 0 to 16, got -1"),
         (["--out-dir", "/proc/adaptkit"], "cannot write in '/proc'"),
     ],
 )
@@ -345,7 +348,8 @@ def test_cli_refuses_an_input_the_feature_stride_does_not_divide(run_cli, tmp_pa
 def test_rtmcc_target_is_timed_planned_only_at_the_size_its_head_takes(run_cli, tmp_path):
     code, out, err = run_cli(
         "bench", "sctnet-s", "--target", "hrnet", "--target", "rtmpose", "--device", "cpu", "--batch", "1",
-        "--input", "64x64,256x192", "--no-estimator", "--budget", "0.05", "--no-plot", "--out-dir", str(tmp_path),
+        "--input", "64x64,256x192", "--no-estimator", "--budget", "0.05", "--no-plot", "--pair-processes", "0",
+        "--out-dir", str(tmp_path),
     )  # fmt: skip
     assert code == 0, err
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())

@@ -8,7 +8,7 @@ OpenMMLab is imported only when a run builds its targets.
 from __future__ import annotations
 
 from adaptkit.bench.harness import BenchResult, Variant, run_bench
-from adaptkit.bench.pairing import SpeedUp, time_speedup
+from adaptkit.bench.pairing import Pair, SpeedUp, time_speedup, time_speedups
 from adaptkit.bench.report import Summary, check_out_dir, result_filename, summarize, write_json, write_plot
 from adaptkit.bench.request import BenchRequest, make_request
 from adaptkit.bench.timing import Device, Environment, Measurement, Precision, environment, measure
@@ -19,6 +19,7 @@ __all__ = [
     "Device",
     "Environment",
     "Measurement",
+    "Pair",
     "Precision",
     "SpeedUp",
     "Summary",
@@ -31,6 +32,7 @@ __all__ = [
     "run_bench",
     "summarize",
     "time_speedup",
+    "time_speedups",
     "write_json",
     "write_plot",
 ]

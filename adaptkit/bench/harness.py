@@ -2,14 +2,16 @@
 
 ``run_bench`` takes a request checked by ``request.make_request``, builds each target with
 the adapter, learns the shapes each variant takes, then times every variant
-at every batch and input size with ``timing.measure`` and returns frozen
-records; it never prints (``progress`` is told what runs next).
+at every batch and input size with ``timing.measure``, then times every
+fused vs planned pair of the run together (``pairing.time_speedups``) and
+returns frozen records; it never prints (``progress`` is told what runs next).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from adaptkit.bench.pairing import SpeedUp, time_speedup
+from adaptkit.bench.pairing import PLACEMENTS, Pair, SpeedUp, time_speedups
 from adaptkit.bench.request import TARGETS, BenchRequest, resolve_target
 from adaptkit.bench.timing import Environment, Measurement, environment, measure
 from adaptkit.bench.timing import slug as _slug
@@ -203,6 +205,10 @@ def _variants(target: _Target, out_hw: tuple[int, int] | None, estimator: bool) 
     return variants
 
 
+def _neck_then_head(neck: nn.Module, head: nn.Module, feats: Any) -> Any:
+    return head(neck(feats))
+
+
 def _calls(target: _Target, x: _Inputs, estimator: bool) -> list[tuple[Variant, Callable[[], Any]]]:
     from adaptkit.core.adapter import resize_to
 
@@ -211,11 +217,12 @@ def _calls(target: _Target, x: _Inputs, estimator: bool) -> list[tuple[Variant, 
         Variant.HEAD: lambda: model.head((x.head_input,)),
         Variant.NAIVE_HEAD: lambda: resize_to(naive_head((x.feature,)), x.out_hw),  # type: ignore[misc,arg-type]
         Variant.NAIVE_RESIZE: lambda: model.head(resize_first(x.feats)),  # type: ignore[misc]
-        Variant.PLANNED: lambda: model.head(model.neck(x.feats)),
-        Variant.FUSED: lambda: fused.head(fused.neck(x.feats)),
+        Variant.PLANNED: functools.partial(_neck_then_head, model.neck, model.head, x.feats),
         Variant.ESTIMATOR: lambda: model(x.image, None, mode="tensor"),
         Variant.ESTIMATOR_FUSED: lambda: fused(x.image, None, mode="tensor"),
     }
+    if fused is not None:  # a partial, not a closure: the pairing copies and pickles it (so is PLANNED)
+        table[Variant.FUSED] = functools.partial(_neck_then_head, fused.neck, fused.head, x.feats)
     return [(v, table[v]) for v in _variants(target, x.out_hw, estimator)]
 
 
@@ -301,7 +308,7 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         one = dataclasses.replace(request, inputs=tuple(sizes))
         total += count_cells(one, [_counts(t, shapes[(t.name, sizes[0])].out_hw)])
     measurements: list[Measurement] = []
-    speedups: list[SpeedUp] = []
+    pairs: list[Pair] = []
     for hw in request.inputs:
         for batch in request.batches:
             for target in targets:
@@ -311,18 +318,27 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
                 calls = dict(_calls(target, inputs, _estimator_at(request, hw, batch)))
                 where = f"{target.name} {hw[0]}x{hw[1]} b{batch}"
                 for variant, fn in calls.items():
-                    report(f"{where} {variant.value}", len(measurements) + len(speedups), total)
+                    report(f"{where} {variant.value}", len(measurements), total)
                     measurements.append(_cell(request, env, target.name, variant, fn, hw, batch, device))
                 if Variant.FUSED in calls:
-                    report(f"{where} fused vs planned, paired", len(measurements) + len(speedups), total)
-                    paired = _speedup(request, env, target.name, calls, hw, batch, device)
-                    speedups += [paired] if paired is not None else []
+                    pairs.append(_pair(target.name, calls, hw, batch))
                 del inputs, calls
+    done, label = len(measurements), f"fused vs planned, {len(pairs)} pairs in turn"
+    report(label, done, total)
+    speedups = time_speedups(
+        pairs, device=device, precision=request.precision, cuda_graph=request.cuda_graphs,
+        threshold=request.threshold, budget_s=request.budget_s, loaded=env.loaded,
+        processes=request.pair_processes, progress=lambda finished: report(label, done + finished, total),
+    )  # fmt: skip
     report("done", total, total)
     notes = list(skipped)
     for t in targets:
         if t.fused is None:
             notes.append(f"{t.name}: fuse does not fold this head, so it is timed planned only")
+    timed = [p for p in speedups if p is not None]
+    if timed:
+        where = f"pooled from {timed[0].processes} fresh processes" if timed[0].processes > 1 else "in this process"
+        notes.append(f"fused vs planned: rounds over {timed[0].placements} copies in memory, {where}")
     if request.quick:
         notes.append("quick: the whole estimator was timed only at the smallest batch and input size")
     if env.loaded:
@@ -335,29 +351,15 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
         started=started,
         seconds=time.perf_counter() - clock,
         notes=tuple(notes),
-        speedups=tuple(speedups),
+        speedups=tuple(timed),  # a pair out of GPU memory is left out: its cells say so
     )
 
 
-def _speedup(
-    request: BenchRequest,
-    env: Environment,
-    target: str,
-    calls: dict[Variant, Callable[[], Any]],
-    hw: tuple[int, int],
-    batch: int,
-    device: torch.device,
-) -> SpeedUp | None:
-    """Fused vs planned timed in pairs; None when the GPU runs out of memory (the cells say so already)."""
-    try:
-        return time_speedup(
-            calls[Variant.PLANNED], calls[Variant.FUSED], slow_name=Variant.PLANNED.value,
-            fast_name=Variant.FUSED.value, target=target, input_hw=hw, batch=batch, device=device,
-            precision=request.precision, cuda_graph=request.cuda_graphs, threshold=request.threshold,
-            budget_s=request.budget_s, loaded=env.loaded,
-        )  # fmt: skip
-    except torch.cuda.OutOfMemoryError:
-        return None
+def _pair(target: str, calls: dict[Variant, Callable[[], Any]], hw: tuple[int, int], batch: int) -> Pair:
+    """Planned vs fused neck + head. Their calls carry their modules and input as arguments, so the pairing
+    can copy them to fresh memory and ship them to fresh processes (without the backbones: they never run)."""
+    planned, fused = Variant.PLANNED, Variant.FUSED
+    return Pair(calls[planned], calls[fused], planned.value, fused.value, target, hw, batch, placements=PLACEMENTS)
 
 
 def _cell(

@@ -34,7 +34,7 @@ __all__ = [
     "write_plot",
 ]
 
-SCHEMA = 3
+SCHEMA = 4
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,8 @@ def result_document(result: BenchResult) -> dict[str, Any]:
             "memory": "CUDA: torch.cuda.max_memory_allocated over one call minus the bytes allocated before it. "
             "CPU: peak bytes the call holds on the CPU allocator (torch.profiler memory events), not process RSS.",
             "fusion": {name: asdict(plan) for name, plan in result.fusion},
-            "pairing": "fused vs planned speed-ups: rounds of one block of each, in alternating order; the "
+            "pairing": "fused vs planned speed-ups: rounds of one block of each, in alternating order, rotating "
+            "over `placements` copies of the modules and inputs, all pairs of the run timed in turn; the "
             "speed-up is the median of the round ratios, its range their quartiles (adaptkit.bench.pairing).",
             "summary": [asdict(s) for s in summarize(result.measurements, result.speedups)],
             "speedups": [asdict(p) for p in result.speedups],

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from adaptkit.bench.pairing import PROCESSES
 from adaptkit.bench.timing import DEFAULT_THRESHOLD, Device, Precision
 from adaptkit.core.records import parse_enum
 from adaptkit.errors import BenchError
@@ -51,6 +52,7 @@ class BenchRequest:
     estimator: bool = True  # time the whole estimator too
     quick: bool = False
     threads: int | None = None  # CPU threads for torch; None keeps torch's default
+    pair_processes: int = PROCESSES  # fresh processes the fused vs planned pairs are timed in (CPU); 0: this one
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +134,7 @@ def make_request(
     estimator: bool = True,
     quick: bool = False,
     threads: int | None = None,
+    pair_processes: int = PROCESSES,
 ) -> BenchRequest:
     """Check every option before any work; BenchError (one line) for the first bad one.
 
@@ -154,6 +157,8 @@ def make_request(
         raise BenchError(f"--threshold must be a fraction between 0 and 1, got {threshold!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise BenchError(f"--threads must be a whole number of at least 1, got {threads!r}")
+    if isinstance(pair_processes, bool) or not isinstance(pair_processes, int) or not 0 <= pair_processes <= 16:
+        raise BenchError(f"--pair-processes must be a whole number from 0 to 16, got {pair_processes!r}")
     if not source or not isinstance(source, str):
         raise BenchError("the backbone SOURCE is empty; name one, e.g. sctnet-b")
     names = tuple(targets) if targets else tuple(TARGETS)
@@ -176,4 +181,5 @@ def make_request(
         estimator=estimator,
         quick=quick,
         threads=threads,
+        pair_processes=pair_processes,
     )

@@ -50,6 +50,7 @@ __all__ = [
     "block_clock",
     "calls_per_block",
     "quantile",
+    "spread_flag",
 ]
 
 #: a cell whose interquartile range stays above this fraction of its median is flagged
@@ -279,6 +280,16 @@ def quantile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
+def spread_flag(p25: float, median: float, p75: float, threshold: float) -> str:
+    """'spread 12% > 10%' when the quartile range is over ``threshold`` of the median, else ''; one decimal
+    where whole percents would print the threshold twice (10.2% > 10%)."""
+    if median <= 0 or (p75 - p25) / median <= threshold:
+        return ""
+    spread, limit = 100 * (p75 - p25) / median, 100 * threshold
+    digits = 1 if round(spread) <= round(limit) else 0
+    return f"spread {spread:.{digits}f}% > {limit:.0f}%"
+
+
 def measure(
     fn: Callable[[], Any],
     *,
@@ -342,8 +353,8 @@ def _record(
     flags = []
     if len(times) < MIN_SAMPLES:
         flags.append(f"{len(times)} samples")
-    elif median > 0 and (p75 - p25) / median > threshold:
-        flags.append(f"spread {100 * (p75 - p25) / median:.0f}% > {100 * threshold:.0f}%")
+    elif spread := spread_flag(p25, median, p75, threshold):
+        flags.append(spread)
     if loaded:
         flags.append("load at start")
     return Measurement(

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and input size. Each cell is timed in blocks until its interquartile range is under --threshold of "
             "its median (at least 4 blocks) or --budget is spent; a cell whose spread stays high, or a run started "
             "on a machine loaded above its core count, is flagged (*). --quick times batches 1 and 8 at 256x192 "
-            "with 0.5 s per cell, the whole estimator at batch 1 only."
+            "with 0.5 s per cell, the whole estimator at batch 1 only. Fused vs planned is timed in alternating "
+            "pairs over four copies in memory, on the CPU in --pair-processes fresh processes, rounds pooled."
         ),
     )
     parser.add_argument(
@@ -65,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         metavar="SECONDS",
         help="time per cell before giving up on the threshold, after 4 blocks (default 2; 0.5 with --quick)",
+    )
+    parser.add_argument(
+        "--pair-processes",
+        type=int,
+        metavar="N",
+        help="fresh processes to time fused vs planned in on the CPU, rounds pooled; 0: this one (default 2)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--dtype", default="fp32", help="fp32, or autocast fp16 (CUDA) / bf16")
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         estimator=not args.no_estimator,
         quick=args.quick,
         threads=args.threads,
+        **({} if args.pair_processes is None else {"pair_processes": args.pair_processes}),
     )
     out_dir = check_out_dir(args.out_dir)
     console = stdout_console()
