@@ -10,7 +10,7 @@ the same run with every cell. Default: SCTNet-B into mmpose's stock targets
 (adaptkit.mm.stock) at batch 1, 8 and 32 and inputs 256x192 and 640x640.
 Each cell is timed until its IQR is under the threshold of its median or
 the budget runs out (at least four blocks); flagged cells carry a '*'.
-Fused vs planned is timed in alternating pairs over four copies in memory,
+Fused vs planned is timed in alternating pairs over four placements in memory,
 in --pair-processes fresh processes (default 2; 0 times them in this one).
 """
 

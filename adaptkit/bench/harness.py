@@ -338,7 +338,8 @@ def _run(request: BenchRequest, report: Callable[[str, int, int], None]) -> Benc
     timed = [p for p in speedups if p is not None]
     if timed:
         where = f"pooled from {timed[0].processes} fresh processes" if timed[0].processes > 1 else "in this process"
-        notes.append(f"fused vs planned: rounds over {timed[0].placements} copies in memory, {where}")
+        copies = timed[0].placements - 1
+        notes.append(f"fused vs planned: rounds over the calls and {copies} copies of them in memory, {where}")
     if request.quick:
         notes.append("quick: the whole estimator was timed only at the smallest batch and input size")
     if env.loaded:

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "its median (at least 4 blocks) or --budget is spent; a cell whose spread stays high, or a run started "
             "on a machine loaded above its core count, is flagged (*). --quick times batches 1 and 8 at 256x192 "
             "with 0.5 s per cell, the whole estimator at batch 1 only. Fused vs planned is timed in alternating "
-            "pairs over four copies in memory, on the CPU in --pair-processes fresh processes, rounds pooled."
+            "pairs over four placements in memory, on the CPU in --pair-processes fresh processes, rounds pooled."
         ),
     )
     parser.add_argument(
