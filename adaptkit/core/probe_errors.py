@@ -53,13 +53,26 @@ def _where(site: tuple[str, str] | None) -> str:
     return f"in module {name!r} ({cls})" if name else f"in the top-level forward ({cls})"
 
 
+_CRASH_HINTS: tuple[tuple[str, str], ...] = (
+    (
+        r"Expected more than 1 value per channel when training",
+        "a normalisation in training mode needs 2 or more values per channel: probe a batch of 2 or more "
+        "(2xCxHxW), or a model in eval mode",
+    ),
+)
+
+
 def crash_error(exc: BaseException, site: tuple[str, str] | None, shape: Shape) -> ProbeError:
     where = _where(site)
-    message = _shorten(_root_message(exc), 400)
+    raw = _root_message(exc)
+    message = _shorten(raw, 400)
     at = "x".join(str(d) for d in shape)
     text = (
         f"backbone crashed {where} at input {at}: {message}" if where else f"backbone crashed at input {at}: {message}"
     )
+    hint = next((words for pattern, words in _CRASH_HINTS if re.search(pattern, raw)), None)
+    if hint:
+        text = f"{text}; {hint}"
     return ProbeError(text, module=site[0] if site else None)
 
 
