@@ -176,12 +176,6 @@ def _terminate_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_atomic(path: str | os.PathLike[str], text: str | bytes, force: bool = False) -> None:
     """Write ``text`` to ``path`` in one step; refuse an existing file unless ``force``.
 

@@ -308,14 +308,6 @@ def _meta_forward_two(
         return _call(_TwoTraces(model, producers), tensors, x1, x2)  # type: ignore[no-any-return]
 
 
-def _meta_forward(model: nn.Module, shape: Shape, dtype: torch.dtype) -> list[Leaf]:
-    """The forward on the meta device; the model's own tensors are never read or written."""
-    x = torch.empty(shape, dtype=dtype, device="meta")
-    with torch.no_grad(), ShapeOnly(), _Producers(model) as producers:
-        output = _call(model, _meta_tensors(model), x)
-        return _leaves(output, x, producers)
-
-
 def _real_forward(model: nn.Module, shape: Shape, dtype: torch.dtype, device: torch.device) -> list[Leaf]:
     """A real forward on clones of every parameter and buffer, so in-place writes never reach the model."""
     generator = torch.Generator(device=device).manual_seed(0)  # never the global generator
