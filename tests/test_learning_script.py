@@ -36,5 +36,5 @@ def test_learning_script_refuses_a_negative_iteration_count(tmp_path):
         [sys.executable, str(SCRIPT), "--iters", "-1", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
-    assert done.returncode == 2 and "--iters not negative" in done.stderr
+    assert done.returncode == 2 and "--iters and --seed not negative" in done.stderr
     assert not (tmp_path / "out").exists()
