@@ -165,6 +165,7 @@ def test_real_fallback_is_reported_in_the_table(net_file, capsys):
         (["{net}:Net", "--arg", "width"], r"--arg 'width' is not KEY=VALUE"),
         (["{net}:Missing", "--input", "1x3x32x32"], r"Missing"),
         (["sctnet", "--input", "1x3x64x64"], r"\(BatchNorm2d\) .* probe a batch of 2 or more \(2xCxHxW\)"),
+        (["sctnet", "--input", "1x3x64x64", "--mode", "meta"], r"meta trace failed .* probe a batch of 2 or more"),
     ],
 )
 def test_errors_are_one_line(net_file, capsys, args, message):

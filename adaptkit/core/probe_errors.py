@@ -9,7 +9,7 @@ import torch.nn as nn
 from adaptkit.core.layouts import Shape
 from adaptkit.errors import ProbeError
 
-__all__ = ["module_names", "crash_site", "crash_error", "meta_reason"]
+__all__ = ["module_names", "crash_site", "crash_error", "meta_error", "meta_reason"]
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
@@ -70,10 +70,16 @@ def crash_error(exc: BaseException, site: tuple[str, str] | None, shape: Shape) 
     text = (
         f"backbone crashed {where} at input {at}: {message}" if where else f"backbone crashed at input {at}: {message}"
     )
-    hint = next((words for pattern, words in _CRASH_HINTS if re.search(pattern, raw)), None)
+    hint = _first_match(_CRASH_HINTS, raw)
     if hint:
         text = f"{text}; {hint}"
     return ProbeError(text, module=site[0] if site else None)
+
+
+def meta_error(exc: BaseException, site: tuple[str, str] | None) -> ProbeError:
+    """A failed meta trace when the caller asked for meta only: the reason, and what to try instead."""
+    advice = _first_match(_CRASH_HINTS, _root_message(exc)) or "probe with mode='auto' or 'real' to run real tensors"
+    return ProbeError(f"the meta trace failed {meta_reason(exc, site)}; {advice}", module=site[0] if site else None)
 
 
 _META_REASONS: tuple[tuple[str, str], ...] = (
@@ -88,12 +94,17 @@ _META_REASONS: tuple[tuple[str, str], ...] = (
 def meta_reason(exc: BaseException, site: tuple[str, str] | None) -> str:
     """A short reason why the meta trace stopped, for ``ProbeResult.fallback_reason``."""
     message = _root_message(exc)
-    reason = next((words for pattern, words in _META_REASONS if re.search(pattern, message)), None)
+    reason = _first_match(_META_REASONS, message)
     if reason is None:
         op = re.search(r"(aten::\w+).*(?:Meta|meta)", message)
         reason = f"op {op.group(1)} has no meta kernel" if op else _shorten(message.split(". ")[0], 120)
     where = _where(site)
     return f"{where}: {reason}" if where else reason
+
+
+def _first_match(table: tuple[tuple[str, str], ...], message: str) -> str | None:
+    """The words of the first (pattern, words) row whose pattern occurs in ``message``."""
+    return next((words for pattern, words in table if re.search(pattern, message)), None)
 
 
 def _shorten(text: str, limit: int) -> str:

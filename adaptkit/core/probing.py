@@ -59,7 +59,7 @@ from torch.func import functional_call
 from adaptkit.core.layers import layer_rows
 from adaptkit.core.layouts import Leaf, Shape, Size, describe_leaves
 from adaptkit.core.preserve import count_parameters, initialised, model_preserved, swapped
-from adaptkit.core.probe_errors import crash_error, crash_site, meta_reason, module_names
+from adaptkit.core.probe_errors import crash_error, crash_site, meta_error, meta_reason, module_names
 from adaptkit.core.records import FeatureSpec, LayerRow, ProbeMode, ProbeResult, parse_enum
 from adaptkit.core.shape_only import ShapeOnly
 from adaptkit.core.shapes import parse_input_shape
@@ -170,12 +170,9 @@ def _probe_meta_first(
         raise
     except Exception as exc:  # noqa: BLE001 - any failure on meta is a reason to try real tensors
         site = crash_site(exc, names)
-        reason = meta_reason(exc, site)
         if strict:
-            raise ProbeError(
-                f"the meta trace failed {reason}; probe with mode='auto' or 'real' to run real tensors",
-                module=site[0] if site else None,
-            ) from None
+            raise meta_error(exc, site) from None
+        reason = meta_reason(exc, site)
     if first is None:
         features = _probe_real(model, shape, second, real_size, dtype, device, names, site)
         return features, ProbeMode.REAL, reason
