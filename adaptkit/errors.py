@@ -20,6 +20,7 @@ __all__ = [
     "FuseError",
     "CheckpointError",
     "ConfigError",
+    "MissingPackageError",
     "BenchError",
     "PortError",
     "ShapeMismatchError",
@@ -80,6 +81,14 @@ class CheckpointError(AdaptkitError, ValueError):
 
 class ConfigError(AdaptkitError, ValueError):
     """An mmengine/mmpose config that cannot be read or built."""
+
+
+class MissingPackageError(ConfigError):
+    """A config part whose class lives in a package this install lacks (mmdet, mmpretrain, full mmcv)."""
+
+    def __init__(self, message: str, package: str = "") -> None:
+        super().__init__(message)
+        self.package = package  # what to install, in words
 
 
 class BenchError(AdaptkitError, ValueError):

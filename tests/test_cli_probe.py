@@ -166,6 +166,10 @@ def test_real_fallback_is_reported_in_the_table(net_file, capsys):
         (["{net}:Missing", "--input", "1x3x32x32"], r"Missing"),
         (["sctnet", "--input", "1x3x64x64"], r"\(BatchNorm2d\) .* probe a batch of 2 or more \(2xCxHxW\)"),
         (["sctnet", "--input", "1x3x64x64", "--mode", "meta"], r"meta trace failed .* probe a batch of 2 or more"),
+        (
+            ["mmpose::body_2d_keypoint/rtmpose/coco/rtmpose-s_8xb256-420e_coco-256x192.py", "--input", "1x3x256x192"],
+            r"cannot build 'CSPNeXt' from the config: it needs mmdet, which is not installed$",
+        ),
     ],
 )
 def test_errors_are_one_line(net_file, capsys, args, message):

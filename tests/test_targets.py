@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from adaptkit import ConfigError, Layout, TargetError, TargetSpec
+from adaptkit import ConfigError, Layout, MissingPackageError, TargetError, TargetSpec
 from adaptkit.api import parse_target
 from adaptkit.core.targets import target_from_spec
 from adaptkit.mm.targets import target_from_config, target_from_head
@@ -444,6 +444,15 @@ def test_dekr_names_full_mmcv() -> None:
     config = zoo("body_2d_keypoint/dekr/coco/dekr_hrnet-w32_8xb10-140e_coco-512x512.py")
     with pytest.raises(TargetError, match=r"^DEKRHead cannot be built here: it needs full mmcv \(with compiled ops"):
         target_from_config(config)
+
+
+def test_a_stock_backbone_from_a_missing_package_is_a_typed_error_naming_the_package() -> None:
+    from adaptkit.mm.openmmlab import build_config_backbone
+
+    config = zoo("body_2d_keypoint/rtmpose/coco/rtmpose-s_8xb256-420e_coco-256x192.py")
+    with pytest.raises(MissingPackageError, match=r"^cannot build 'CSPNeXt' from the config: it needs mmdet, ") as info:
+        build_config_backbone(config)
+    assert info.value.package == "mmdet" and isinstance(info.value, ConfigError)
 
 
 def test_pose_lifting_is_refused_in_one_line() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch.nn as nn
 
 from adaptkit.core.emitting import PLUGIN_MODULE
-from adaptkit.errors import ConfigError
+from adaptkit.errors import ConfigError, MissingPackageError
 
 __all__ = [
     "quiet",
@@ -150,6 +150,24 @@ def _drop_init_cfg(cfg: Any) -> Any:
     return cfg
 
 
+#: registry names that live outside mmpose, and the package that provides them
+_FOREIGN_TYPES = {
+    "CSPNeXt": "mmdet",
+    "DeformConv2d": "full mmcv (with compiled ops; mmcv-lite has none)",
+    "mmcv.ops": "full mmcv (with compiled ops; mmcv-lite has none)",
+    "mmcv._ext": "full mmcv (with compiled ops; mmcv-lite has none)",
+    "mmpretrain.": "mmpretrain",
+    "mmcls.": "mmpretrain (the successor of mmcls)",
+    "mmdet.": "mmdet",
+}
+
+
+def _missing_package(cfg: Any, cause: str) -> str | None:
+    """The package a config part needs but this install lacks, when the failure ``cause`` says so."""
+    text = f"{cfg.get('type', '') if isinstance(cfg, Mapping) else ''} {cause}"
+    return next((package for marker, package in _FOREIGN_TYPES.items() if marker in text), None)
+
+
 def build_model(cfg: Any, *, keep_init_cfg: bool = False) -> Any:
     """Build a model (or part) from a config dict with mmpose's MODELS."""
     from adaptkit.mm.config_values import config_section
@@ -171,7 +189,11 @@ def build_model(cfg: Any, *, keep_init_cfg: bool = False) -> Any:
                 raise
             cause = describe_failure(exc) if isinstance(exc, SystemExit) else " ".join(str(exc).split())
             cause = cause or type(exc).__name__
-            raise ConfigError(f"cannot build {plain.get('type', 'model')!r} from the config: {cause}") from None
+            what = f"cannot build {plain.get('type', 'model')!r} from the config"
+            package = _missing_package(plain, cause)
+            if package is not None:  # a registry miss says nothing of the package to install
+                raise MissingPackageError(f"{what}: it needs {package}, which is not installed", package) from None
+            raise ConfigError(f"{what}: {cause}") from None
 
 
 class ConfigBackbone(nn.Module):

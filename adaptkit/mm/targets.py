@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from adaptkit.core.records import TargetSpec
 from adaptkit.core.targets import DEFAULT_HEATMAP_STRIDE, exact
-from adaptkit.errors import AdaptkitError, ConfigError, TargetError
+from adaptkit.errors import AdaptkitError, ConfigError, MissingPackageError, TargetError
 from adaptkit.mm.config_values import config_section
 from adaptkit.mm.head_readers import (
     HEAD_READERS,
@@ -41,31 +41,12 @@ __all__ = [
     "read_head",
     "target_from_config",
     "target_from_head",
-    "missing_package",
 ]
 
-#: registry names that live outside mmpose, and the package that provides them
-_FOREIGN_TYPES = {
-    "CSPNeXt": "mmdet",
-    "DeformConv2d": "full mmcv (with compiled ops; mmcv-lite has none)",
-    "mmcv.ops": "full mmcv (with compiled ops; mmcv-lite has none)",
-    "mmcv._ext": "full mmcv (with compiled ops; mmcv-lite has none)",
-    "mmpretrain.": "mmpretrain",
-    "mmcls.": "mmpretrain (the successor of mmcls)",
-    "mmdet.": "mmdet",
-}
 
-
-def missing_package(cfg: Any, cause: str) -> str | None:
-    """The package a config part needs but this install lacks, when the failure ``cause`` says so."""
-    text = f"{cfg.get('type', '') if isinstance(cfg, Mapping) else ''} {cause}"
-    return next((package for marker, package in _FOREIGN_TYPES.items() if marker in text), None)
-
-
-def _head_build_error(head_type: str, exc: ConfigError, cfg: Any) -> TargetError:
-    package = missing_package(cfg, str(exc))
-    if package is not None:
-        return TargetError(f"{head_type} cannot be built here: it needs {package}, which is not installed")
+def _head_build_error(head_type: str, exc: ConfigError) -> TargetError:
+    if isinstance(exc, MissingPackageError):
+        return TargetError(f"{head_type} cannot be built here: it needs {exc.package}, which is not installed")
     return TargetError(f"cannot build {head_type}: {exc}")
 
 
@@ -162,7 +143,7 @@ def target_from_config(name: str, **_: Any) -> TargetSpec:
         head = build_model(head_cfg)
         neck = build_model(neck_cfg) if reading.kept_neck is not None else None
     except ConfigError as exc:
-        raise _head_build_error(head_type, exc, head_cfg) from None
+        raise _head_build_error(head_type, exc) from None
     heatmap = size_pair(codec["heatmap_size"], "codec.heatmap_size") if "heatmap_size" in codec else None
     target = TargetSpec(
         inputs=reading.inputs,
@@ -206,8 +187,10 @@ def _target_from_stock(
             build_model(model_cfg["backbone"]), build_model(model_cfg["neck"]) if model_cfg.get("neck") else None
         )
     except ConfigError as exc:
-        package = missing_package(model_cfg["backbone"], str(exc))
-        why = f"its stock backbone needs {package}" if package else f"its stock backbone cannot be built ({exc})"
+        if isinstance(exc, MissingPackageError):
+            why = f"its stock backbone needs {exc.package}"
+        else:
+            why = f"its stock backbone cannot be built ({exc})"
         raise TargetError(f"{unreadable}, and {why}; pass the target as CHANNELS@STRIDE") from None
     try:
         result = probe(body, (2, 3, height, width))
@@ -228,7 +211,7 @@ def _target_from_stock(
         try:
             head = build_model(head_cfg)
         except ConfigError as exc:
-            raise _head_build_error(head_type, exc, head_cfg) from None
+            raise _head_build_error(head_type, exc) from None
         upsample = _head_upsample(head, read.channels, read.spatial)
         produced = (round(read.spatial[1] * upsample), round(read.spatial[0] * upsample))
         if produced != heatmap:
